@@ -1,0 +1,120 @@
+"""Shared helpers for benchmark scripts: machine description, timing, result tables.
+
+Every script under benchmarks/ prints a Markdown table and writes it (plus JSON with the
+machine, versions and date) to benchmarks/results/<name>_<platform>.{md,json}.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import statistics
+import time
+from typing import Any, Callable, Sequence
+
+import jaxstab  # noqa: F401  (applies the CPU scheduler guard before JAX initializes)
+
+import jax
+
+RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+
+
+def machine_info() -> dict[str, Any]:
+    """Describe the machine and library versions the numbers were taken on."""
+    import importlib.metadata as md
+
+    def ver(name: str) -> str | None:
+        try:
+            return md.version(name)
+        except md.PackageNotFoundError:
+            return None
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    devices = jax.devices()
+    return {
+        "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "platform": devices[0].platform,
+        "device": str(devices[0].device_kind),
+        "num_devices": len(devices),
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "versions": {
+            n: ver(n)
+            for n in ("jax", "jaxlib", "flax", "optax", "distrax", "gymnax", "numpy", "ott-jax", "jaxstab")
+        },
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+    }
+
+
+def block(x: Any) -> Any:
+    return jax.block_until_ready(x)
+
+
+def time_fn(fn: Callable[[], Any], *, repeats: int = 5, warmup: int = 1) -> dict[str, float]:
+    """Median / min wall time in seconds of ``fn()`` (which must block on its result)."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return {"median_s": statistics.median(times), "min_s": min(times)}
+
+
+def compiled_memory_bytes(jitted: Any, *args: Any) -> int | None:
+    """Peak temp + output memory of a compiled program, from XLA's memory analysis."""
+    try:
+        ma = jitted.lower(*args).compile().memory_analysis()
+    except Exception:  # pragma: no cover - backend dependent
+        return None
+    if ma is None:
+        return None
+    return int(ma.temp_size_in_bytes + ma.output_size_in_bytes + ma.argument_size_in_bytes)
+
+
+def markdown_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    def fmt(v: Any) -> str:
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        return str(v)
+
+    out = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    out += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
+    return "\n".join(out)
+
+
+def write_results(name: str, title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]],
+                  notes: str = "", extra: dict[str, Any] | None = None) -> str:
+    """Print the table and write ``results/<name>_<platform>.{md,json}``; returns the md path."""
+    info = machine_info()
+    os.makedirs(RESULTS_DIR, exist_ok=True)
+    stem = os.path.join(RESULTS_DIR, f"{name}_{info['platform']}")
+    table = markdown_table(columns, rows)
+    header = (
+        f"# {title}\n\n"
+        f"Machine: {info['cpu']} ({info['cpu_count']} cores), JAX platform `{info['platform']}` "
+        f"({info['device']}, {info['num_devices']} device(s)); {info['date']}.\n"
+        f"Versions: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items() if v) + ".\n"
+        f"Produced by `python benchmarks/{name}.py`.\n\n"
+    )
+    md = header + table + "\n" + (f"\n{notes.strip()}\n" if notes else "")
+    print(md)
+    with open(stem + ".md", "w") as fh:
+        fh.write(md)
+    with open(stem + ".json", "w") as fh:
+        json.dump({"title": title, "machine": info, "columns": list(columns),
+                   "rows": [list(r) for r in rows], "notes": notes, **(extra or {})},
+                  fh, indent=2, default=str)
+    return stem + ".md"

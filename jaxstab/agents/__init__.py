@@ -1,0 +1,1 @@
+"""Agents: ``make_*`` factories returning pure ``(init, update)`` pairs."""

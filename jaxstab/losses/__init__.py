@@ -1,0 +1,1 @@
+"""Losses: pure functions of predictions and targets returning losses (and metrics)."""

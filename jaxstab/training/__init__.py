@@ -1,0 +1,1 @@
+"""Training loops compiled end to end with ``lax.scan``."""
