@@ -1,0 +1,5 @@
+import sys
+
+from jaxstab.cli import main
+
+sys.exit(main())
