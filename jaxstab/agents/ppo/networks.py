@@ -1,0 +1,227 @@
+"""PPO actor-critic networks as ``init``/``apply`` pairs, and their action distributions.
+
+Three policy kinds share one interface:
+
+- ``"discrete"``: categorical over ``action_dim`` actions, parameterized by logits.
+- ``"gaussian"``: diagonal Gaussian with a state-independent log standard deviation. The
+  environment receives the sample clipped to the action bounds; the log-probability is that of
+  the unclipped sample (the usual PPO convention).
+- ``"tanh_gaussian"``: the same Gaussian in a latent space ``u``; the environment receives
+  ``low + (tanh(u) + 1) (high - low) / 2``. The rollout stores the *latent* ``u``: the ratio
+  ``pi_new(a)/pi_old(a)`` is the ratio of the latent densities (the tanh Jacobian does not depend
+  on the parameters and cancels), the KL between two tanh-Gaussians equals the KL between their
+  latent Gaussians (KL is invariant under an invertible map), and no ``atanh`` of a saturated
+  action is ever taken. The entropy bonus uses the latent Gaussian's entropy (the squashed
+  entropy has no closed form; this is the common choice, e.g. in CleanRL-style tanh policies).
+
+The critic head is either ``"scalar"`` (one value) or ``"quantile"`` (``num_quantiles`` atoms at
+midpoints ``tau_i = (2i-1)/(2N)``; the value is their mean).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import distrax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxstab.agents.common import MLP
+
+POLICY_KINDS = ("discrete", "gaussian", "tanh_gaussian")
+VALUE_KINDS = ("scalar", "quantile")
+ACTIVATIONS = {"tanh": nn.tanh, "relu": nn.relu}
+
+
+class PolicyOutput(NamedTuple):
+    """Distribution parameters produced by the actor.
+
+    Attributes:
+      loc: ``[..., action_dim]`` float: logits (discrete) or latent Gaussian mean.
+      log_std: ``[..., action_dim]`` float: latent log standard deviation (zeros for discrete,
+        where it is unused).
+    """
+
+    loc: jax.Array
+    log_std: jax.Array
+
+
+class PPONetworks(NamedTuple):
+    """Pure functions of the PPO actor-critic.
+
+    Attributes:
+      init: ``init(key, obs) -> params`` for one example observation ``[obs_dim]``.
+      apply: ``apply(params, obs) -> (PolicyOutput, value_out)`` for ``obs [..., obs_dim]``;
+        ``value_out`` is ``[...]`` (scalar head) or ``[..., num_quantiles]`` (quantile head).
+      policy_kind: one of :data:`POLICY_KINDS`.
+      value_kind: one of :data:`VALUE_KINDS`.
+      action_dim: number of discrete actions or continuous action dimensions.
+      obs_dim: flat observation size.
+      num_quantiles: atoms of the quantile head (1 for the scalar head).
+    """
+
+    init: Callable[[jax.Array, jax.Array], Any]
+    apply: Callable[[Any, jax.Array], tuple[PolicyOutput, jax.Array]]
+    policy_kind: str
+    value_kind: str
+    action_dim: int
+    obs_dim: int
+    num_quantiles: int
+
+
+class _ActorCritic(nn.Module):
+    hidden_sizes: tuple[int, ...]
+    action_dim: int
+    policy_kind: str
+    value_out: int
+    activation: str
+    init_log_std: float
+
+    @nn.compact
+    def __call__(self, obs: jax.Array) -> tuple[PolicyOutput, jax.Array]:
+        act = ACTIVATIONS[self.activation]
+        loc = MLP(self.hidden_sizes, self.action_dim, activation=act, out_scale=0.01,
+                  name="actor")(obs)
+        if self.policy_kind == "discrete":
+            log_std = jnp.zeros_like(loc)
+        else:
+            log_std_param = self.param(
+                "log_std", nn.initializers.constant(self.init_log_std), (self.action_dim,))
+            log_std = jnp.broadcast_to(log_std_param.astype(loc.dtype), loc.shape)
+        v = MLP(self.hidden_sizes, self.value_out, activation=act, out_scale=1.0,
+                name="critic")(obs)
+        return PolicyOutput(loc, log_std), v
+
+
+def make_networks(
+    *,
+    obs_dim: int,
+    action_dim: int,
+    policy_kind: str = "discrete",
+    value_kind: str = "scalar",
+    num_quantiles: int = 32,
+    hidden_sizes: tuple[int, ...] = (64, 64),
+    activation: str = "tanh",
+    init_log_std: float = 0.0,
+) -> PPONetworks:
+    """Build separate actor and critic MLPs (orthogonal init, PureJaxRL layout).
+
+    Args:
+      obs_dim: flat observation size (> 0).
+      action_dim: number of actions (discrete) or action dimensions (continuous), > 0.
+      policy_kind: ``"discrete"``, ``"gaussian"`` or ``"tanh_gaussian"``.
+      value_kind: ``"scalar"`` or ``"quantile"``.
+      num_quantiles: atoms of the quantile head (>= 1; ignored for the scalar head).
+      hidden_sizes: hidden widths shared by actor and critic.
+      activation: ``"tanh"`` or ``"relu"``.
+      init_log_std: initial latent log standard deviation (continuous kinds).
+
+    Returns:
+      :class:`PPONetworks`.
+
+    Raises:
+      ValueError: on an unknown kind, a non-positive size or an unknown activation.
+
+    Example:
+      >>> nets = make_networks(obs_dim=4, action_dim=2)
+      >>> params = nets.init(jax.random.key(0), jnp.zeros(4))
+      >>> pout, v = nets.apply(params, jnp.zeros((3, 4)))   # v.shape == (3,)
+    """
+    if policy_kind not in POLICY_KINDS:
+        raise ValueError(f"policy_kind must be one of {POLICY_KINDS}, got {policy_kind!r}")
+    if value_kind not in VALUE_KINDS:
+        raise ValueError(f"value_kind must be one of {VALUE_KINDS}, got {value_kind!r}")
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {tuple(ACTIVATIONS)}, got {activation!r}")
+    for name, val in (("obs_dim", obs_dim), ("action_dim", action_dim),
+                      ("num_quantiles", num_quantiles)):
+        if int(val) < 1:
+            raise ValueError(f"{name} must be >= 1, got {val}")
+    if any(int(h) < 1 for h in hidden_sizes):
+        raise ValueError(f"hidden_sizes must be positive, got {hidden_sizes}")
+
+    value_out = 1 if value_kind == "scalar" else int(num_quantiles)
+    module = _ActorCritic(tuple(int(h) for h in hidden_sizes), int(action_dim), policy_kind,
+                          value_out, activation, float(init_log_std))
+
+    def init(key: jax.Array, obs: jax.Array) -> Any:
+        obs = jnp.asarray(obs)
+        if obs.shape[-1] != obs_dim:
+            raise ValueError(f"obs must have last dimension obs_dim={obs_dim}, got {obs.shape}")
+        return module.init(key, obs)
+
+    def apply(params: Any, obs: jax.Array) -> tuple[PolicyOutput, jax.Array]:
+        if obs.shape[-1] != obs_dim:
+            raise ValueError(f"obs must have last dimension obs_dim={obs_dim}, got {obs.shape}")
+        pout, v = module.apply(params, obs)
+        if value_kind == "scalar":
+            v = v[..., 0]
+        return pout, v
+
+    return PPONetworks(init, apply, policy_kind, value_kind, int(action_dim), int(obs_dim),
+                       value_out)
+
+
+def distribution(policy_kind: str, pout: PolicyOutput) -> distrax.Distribution:
+    """The distribution whose samples the rollout stores (latent Gaussian for tanh kinds).
+
+    Args:
+      policy_kind: one of :data:`POLICY_KINDS`.
+      pout: :class:`PolicyOutput` with leaves ``[..., action_dim]``.
+
+    Returns:
+      ``distrax.Categorical(logits=loc)`` (event shape ``()``) or
+      ``distrax.MultivariateNormalDiag(loc, exp(log_std))`` (event shape ``[action_dim]``).
+    """
+    if policy_kind == "discrete":
+        return distrax.Categorical(logits=pout.loc)
+    if policy_kind in ("gaussian", "tanh_gaussian"):
+        return distrax.MultivariateNormalDiag(pout.loc, jnp.exp(pout.log_std))
+    raise ValueError(f"policy_kind must be one of {POLICY_KINDS}, got {policy_kind!r}")
+
+
+def env_action(policy_kind: str, raw_action: jax.Array, low: Any = None,
+               high: Any = None) -> jax.Array:
+    """Map a stored (raw) action to what the environment receives.
+
+    ``discrete``: unchanged. ``gaussian``: ``clip(a, low, high)`` (no-op if bounds are None).
+    ``tanh_gaussian``: ``low + (tanh(u) + 1)(high - low)/2`` (``tanh(u)`` if bounds are None).
+
+    Args:
+      policy_kind: one of :data:`POLICY_KINDS`.
+      raw_action: ``[...]`` int32 (discrete) or ``[..., action_dim]`` float.
+      low, high: broadcastable bounds or None.
+
+    Returns:
+      The environment action, same shape as ``raw_action``.
+    """
+    if policy_kind == "discrete":
+        return raw_action
+    if policy_kind == "gaussian":
+        if low is None:
+            return raw_action
+        return jnp.clip(raw_action, jnp.asarray(low, raw_action.dtype),
+                        jnp.asarray(high, raw_action.dtype))
+    if policy_kind == "tanh_gaussian":
+        t = jnp.tanh(raw_action)
+        if low is None:
+            return t
+        lo = jnp.asarray(low, raw_action.dtype)
+        hi = jnp.asarray(high, raw_action.dtype)
+        return lo + (t + 1.0) * (hi - lo) * 0.5
+    raise ValueError(f"policy_kind must be one of {POLICY_KINDS}, got {policy_kind!r}")
+
+
+def quantile_midpoints(num_quantiles: int, dtype: Any = jnp.float32) -> jax.Array:
+    """``tau_i = (2i - 1) / (2N)``, ``i = 1..N``; shape ``[N]``."""
+    return jnp.asarray((2.0 * np.arange(1, num_quantiles + 1) - 1.0) / (2.0 * num_quantiles),
+                       dtype)
+
+
+def value_from_head(value_kind: str, value_out: jax.Array) -> jax.Array:
+    """Scalar value estimate: the head itself, or the mean of the quantile atoms. ``[...]``."""
+    if value_kind == "scalar":
+        return value_out
+    return jnp.mean(value_out, axis=-1)

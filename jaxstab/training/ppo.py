@@ -1,0 +1,348 @@
+"""PPO training compiled to one XLA program: ``make_train(cfg, env, env_params) -> train``.
+
+``train(key, hparams)`` is a single ``lax.scan`` over ``cfg.num_updates`` iterations of
+(rollout of ``num_steps`` steps in ``num_envs`` vmapped gymnax environments -> GAE -> one PPO
+update of ``num_epochs x num_minibatches`` steps), so ``jax.jit(jax.vmap(train))(keys, hparams)``
+trains many seeds (and hyperparameter settings) at once.
+
+Terminated vs truncated (gymnax >= 1.0): ``env.step`` returns ``(obs, state, reward, terminated,
+truncated, info)`` and auto-resets, so ``obs`` after a finished episode is already the next
+episode's first observation; the true last observation is ``info["final_observation"]``. The
+GAE here uses ``V(final_observation)`` as the next value of every step (it equals the next
+observation when the episode continues), bootstraps through truncation and cuts at termination:
+
+    delta_t = r_t + gamma * (1 - terminated_t) * V(s'_t) - V(s_t)
+    A_t     = delta_t + gamma * lambda * (1 - done_t) * A_{t+1},  done_t = terminated_t | truncated_t
+
+An environment that does not provide ``info["final_observation"]`` gets the post-reset
+observation instead (documented fallback: truncated steps then bootstrap from the wrong state).
+
+Episode returns (raw rewards, before any normalization) are accumulated per environment and
+reported per update as the mean over the episodes completed in that rollout
+(``metrics["episode_return"]``, with ``metrics["episodes"]`` the count; 0 when none completed),
+the PureJaxRL measure.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxstab.agents.common import tree_select
+from jaxstab.agents.ppo.losses import kl_estimate
+from jaxstab.agents.ppo.networks import PolicyOutput, distribution, env_action, value_from_head
+from jaxstab.agents.ppo.ppo import (
+    Batch,
+    Demos,
+    PPOConfig,
+    PPOHParams,
+    PPOState,
+    _as_f32,
+    make_ppo,
+    networks_from_config,
+)
+
+
+class Transition(NamedTuple):
+    """One vmapped environment step; leaves ``[num_envs, ...]`` (``[T, num_envs, ...]`` stacked).
+
+    Attributes:
+      obs: observation the action was taken in. action: raw (stored) action. logp: its
+      log-probability. value_out: critic output. reward: raw reward. train_reward: reward used
+      for learning (normalized if enabled). terminated, truncated: bool flags.
+      final_obs: true next observation (before auto-reset). loc, log_std: policy parameters.
+    """
+
+    obs: jax.Array
+    action: jax.Array
+    logp: jax.Array
+    value_out: jax.Array
+    reward: jax.Array
+    train_reward: jax.Array
+    terminated: jax.Array
+    truncated: jax.Array
+    final_obs: jax.Array
+    loc: jax.Array
+    log_std: jax.Array
+
+
+class _RollbackCarry(NamedTuple):
+    """Rollback state plus the diagnostics of the last update, judged after its rollout."""
+
+    rb: Any
+    pending_loss: jax.Array
+    pending_kl: jax.Array
+
+
+class RunnerState(NamedTuple):
+    """Carry of the training scan.
+
+    Attributes:
+      ppo: :class:`PPOState`.
+      env_state: batched gymnax state (``num_envs``).
+      obs: ``[num_envs, obs_dim]`` float32 current observations.
+      ep_return: ``[num_envs]`` float32 running raw episode returns.
+      ep_length: ``[num_envs]`` int32 running episode lengths.
+      reward_norm: reward-normalizer state (``()`` when off).
+      rollback: rollback state (``()`` when off).
+      key: PRNG key.
+    """
+
+    ppo: PPOState
+    env_state: Any
+    obs: jax.Array
+    ep_return: jax.Array
+    ep_length: jax.Array
+    reward_norm: Any
+    rollback: Any
+    key: jax.Array
+
+
+def gae(
+    rewards: jax.Array,
+    values: jax.Array,
+    next_values: jax.Array,
+    terminated: jax.Array,
+    truncated: jax.Array,
+    gamma: jax.Array | float,
+    gae_lambda: jax.Array | float,
+) -> tuple[jax.Array, jax.Array]:
+    """Generalized advantage estimation with terminated/truncated handled separately.
+
+    ``delta_t = r_t + gamma (1 - term_t) V'_t - V_t``;
+    ``A_t = delta_t + gamma lambda (1 - (term_t | trunc_t)) A_{t+1}``; ``A_T = 0``.
+
+    Args:
+      rewards: ``[T, ...]`` float.
+      values: ``[T, ...]`` float, ``V(s_t)``.
+      next_values: ``[T, ...]`` float, ``V(s'_t)`` of the true next observation (before reset).
+      terminated, truncated: ``[T, ...]`` bool.
+      gamma, gae_lambda: scalars (traced allowed).
+
+    Returns:
+      ``(advantages [T, ...], returns [T, ...])`` with ``returns = advantages + values``.
+
+    Raises:
+      ValueError: if the shapes differ.
+
+    Reference: Schulman et al. 2016 (GAE); Pardo et al. 2018 (time limits in RL).
+
+    Example:
+      >>> adv, ret = gae(jnp.ones((3, 1)), jnp.zeros((3, 1)), jnp.zeros((3, 1)),
+      ...                jnp.zeros((3, 1), bool), jnp.zeros((3, 1), bool), 0.9, 1.0)
+    """
+    shapes = {jnp.shape(x) for x in (rewards, values, next_values, terminated, truncated)}
+    if len(shapes) != 1:
+        raise ValueError(f"rewards, values, next_values, terminated, truncated must share a "
+                         f"shape, got {[jnp.shape(x) for x in (rewards, values, next_values, terminated, truncated)]}")
+    dtype = values.dtype
+    g = jnp.asarray(gamma, dtype)
+    lam = jnp.asarray(gae_lambda, dtype)
+    not_term = 1.0 - terminated.astype(dtype)
+    not_done = 1.0 - jnp.logical_or(terminated, truncated).astype(dtype)
+    deltas = rewards.astype(dtype) + g * not_term * next_values - values
+
+    def step(acc, xs):
+        delta, nd = xs
+        acc = delta + g * lam * nd * acc
+        return acc, acc
+
+    _, adv = jax.lax.scan(step, jnp.zeros_like(values[0]), (deltas, not_done), reverse=True)
+    return adv, adv + values
+
+
+def _env_dims(cfg: PPOConfig, env: Any, env_params: Any):
+    obs_space = env.observation_space(env_params)
+    obs_dim = int(np.prod(obs_space.shape))
+    act_space = env.action_space(env_params)
+    if cfg.policy_kind == "discrete":
+        if not hasattr(act_space, "n"):
+            raise ValueError("policy_kind='discrete' needs a discrete action space")
+        return obs_dim, int(act_space.n), None, None
+    if not hasattr(act_space, "low"):
+        raise ValueError(f"policy_kind={cfg.policy_kind!r} needs a Box action space")
+    shape = tuple(act_space.shape)
+    action_dim = int(np.prod(shape)) if shape else 1
+    low = jnp.broadcast_to(jnp.asarray(act_space.low, jnp.float32), (action_dim,))
+    high = jnp.broadcast_to(jnp.asarray(act_space.high, jnp.float32), (action_dim,))
+    return obs_dim, action_dim, low, high
+
+
+def make_train(
+    cfg: PPOConfig,
+    env: Any,
+    env_params: Any,
+    *,
+    demos: Demos | None = None,
+) -> Callable[[jax.Array, PPOHParams], tuple[RunnerState, dict[str, jax.Array]]]:
+    """Build ``train(key, hparams) -> (RunnerState, metrics)`` as one ``lax.scan``.
+
+    Args:
+      cfg: :class:`PPOConfig` (``num_updates = total_timesteps // (num_envs * num_steps)``).
+      env: a gymnax environment (``reset(key, params)``, ``step(key, state, action, params)``
+        returning the gymnax >= 1.0 6-tuple, ``observation_space``, ``action_space``).
+      env_params: its parameters.
+      demos: optional BC demonstrations (see :func:`jaxstab.agents.ppo.make_ppo`).
+
+    Returns:
+      ``train(key, hparams)``; ``metrics`` is a dict of ``[num_updates]`` float32 arrays
+      (update metrics of :func:`make_ppo` plus ``episode_return``, ``episodes``,
+      ``episode_length``, ``reward_mean``, and reward-normalization / rollback statistics when
+      enabled).
+
+    Raises:
+      ValueError: if the action space does not match ``cfg.policy_kind``.
+
+    Example:
+      >>> env, env_params = gymnax.make("CartPole-v1")
+      >>> train = make_train(PPOConfig(total_timesteps=100_000), env, env_params)
+      >>> state, metrics = jax.jit(jax.vmap(train, in_axes=(0, None)))(
+      ...     jax.random.split(jax.random.key(0), 4), ppo_hparams())
+    """
+    obs_dim, action_dim, low, high = _env_dims(cfg, env, env_params)
+    nets = networks_from_config(cfg, obs_dim, action_dim)
+    ppo = make_ppo(cfg, nets, demos)
+    kind = cfg.policy_kind
+    n_env = cfg.num_envs
+
+    if cfg.reward_norm:
+        from jaxstab import normalization as RN
+    if cfg.rollback:
+        from jaxstab.training import rollback as RB
+
+        rb_cfg = RB.RollbackConfig(window=cfg.rollback_window, keep_best=False)
+
+    def flat_obs(o):
+        return jnp.reshape(o, (o.shape[0], obs_dim)).astype(jnp.float32)
+
+    def train(key: jax.Array, hparams: PPOHParams):
+        hp = _as_f32(hparams)
+        k_init, k_reset, k_run = jax.random.split(key, 3)
+        ppo_state = ppo.init(k_init)
+        obs, env_state = jax.vmap(env.reset, in_axes=(0, None))(
+            jax.random.split(k_reset, n_env), env_params)
+        rn_state = RN.reward_normalizer_init(n_env) if cfg.reward_norm else ()
+        rb_state = _RollbackCarry(
+            RB.rollback_init((ppo_state.params, ppo_state.opt_state), rb_cfg),
+            jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32)) if cfg.rollback else ()
+        runner = RunnerState(ppo_state, env_state, flat_obs(obs),
+                             jnp.zeros((n_env,), jnp.float32), jnp.zeros((n_env,), jnp.int32),
+                             rn_state, rb_state, k_run)
+
+        def env_step(carry, k):
+            rs, stats = carry
+            k_act, k_env = jax.random.split(k)
+            pout, vout = nets.apply(rs.ppo.params, rs.obs)
+            dist = distribution(kind, pout)
+            action = dist.sample(seed=k_act)
+            logp = dist.log_prob(action)
+            a_env = env_action(kind, action, low, high)
+            nobs, env_state, reward, term, trunc, info = jax.vmap(
+                env.step, in_axes=(0, 0, 0, None))(
+                jax.random.split(k_env, n_env), rs.env_state, a_env, env_params)
+            reward = reward.astype(jnp.float32)
+            term = term.astype(bool)
+            trunc = trunc.astype(bool)
+            done = term | trunc
+            final_obs = flat_obs(info["final_observation"]) if "final_observation" in info \
+                else flat_obs(nobs)
+            rn_state = rs.reward_norm
+            if cfg.reward_norm:
+                train_reward, rn_state = RN.reward_normalizer_update(
+                    rn_state, reward, done, gamma=hp.gamma, clip=hp.reward_clip)
+            else:
+                train_reward = reward
+            ep_ret = rs.ep_return + reward
+            ep_len = rs.ep_length + 1
+            done_f = done.astype(jnp.float32)
+            stats = {"ret_sum": stats["ret_sum"] + jnp.sum(ep_ret * done_f),
+                     "len_sum": stats["len_sum"] + jnp.sum(ep_len.astype(jnp.float32) * done_f),
+                     "count": stats["count"] + jnp.sum(done_f)}
+            tr = Transition(rs.obs, action, logp, vout, reward, train_reward, term, trunc,
+                            final_obs, pout.loc, pout.log_std)
+            rs = rs._replace(env_state=env_state, obs=flat_obs(nobs),
+                             ep_return=jnp.where(done, 0.0, ep_ret),
+                             ep_length=jnp.where(done, 0, ep_len), reward_norm=rn_state)
+            return (rs, stats), tr
+
+        def update_step(rs: RunnerState, _):
+            k_roll, k_upd, k_next = jax.random.split(rs.key, 3)
+            zero = jnp.zeros((), jnp.float32)
+            stats0 = {"ret_sum": zero, "len_sum": zero, "count": zero}
+            (rs, stats), traj = jax.lax.scan(env_step, (rs, stats0),
+                                             jax.random.split(k_roll, cfg.num_steps))
+            # traj leaves: [T, N, ...]
+            values = value_from_head(cfg.value_kind, traj.value_out)
+            _, next_vout = nets.apply(rs.ppo.params, traj.final_obs)
+            next_values = value_from_head(cfg.value_kind, next_vout)
+            adv, ret = gae(traj.train_reward, values, next_values, traj.terminated,
+                           traj.truncated, hp.gamma, hp.gae_lambda)
+            b = cfg.batch_size
+
+            def flat(x):
+                return jnp.reshape(x, (b,) + x.shape[2:])
+
+            group = jnp.broadcast_to(jnp.arange(n_env, dtype=jnp.int32)[None, :],
+                                     (cfg.num_steps, n_env))
+            batch = Batch(obs=flat(traj.obs), action=flat(traj.action), logp=flat(traj.logp),
+                          value_old=flat(traj.value_out), advantages=flat(adv),
+                          returns=flat(ret),
+                          pout_old=PolicyOutput(flat(traj.loc), flat(traj.log_std)),
+                          group=flat(group))
+            ppo_state = rs.ppo
+            rb_state = rs.rollback
+            rb_metrics = {}
+            if cfg.rollback:
+                # Judge the parameters that collected this rollout (the previous update's
+                # result) with that update's loss and KL and this rollout's mean reward; on a
+                # trigger, revert to the last good (params, opt_state) and skip this update.
+                rb_hp = RB.RollbackHParams(hp.rollback_kl, hp.rollback_loss_factor,
+                                           hp.rollback_reward_factor,
+                                           jnp.asarray(cfg.rollback_min_history, jnp.int32))
+                judged = ppo_state.update_step > 0  # nothing to judge before the first update
+                (good_params, good_opt), new_rb, rbm = RB.rollback_update(
+                    rb_state.rb, (ppo_state.params, ppo_state.opt_state),
+                    loss=rb_state.pending_loss, kl=rb_state.pending_kl,
+                    reward=jnp.mean(traj.reward), hparams=rb_hp, cfg=rb_cfg)
+                new_rb = tree_select(judged, new_rb, rb_state.rb)
+                rolled_back = judged & rbm["rollback"]
+                ppo_state = ppo_state._replace(
+                    params=tree_select(rolled_back, good_params, ppo_state.params),
+                    opt_state=tree_select(rolled_back, good_opt, ppo_state.opt_state))
+                rb_metrics = {"rollback": rolled_back,
+                              "rollback_count": new_rb.rollback_count,
+                              **{k: judged & rbm[k] for k in
+                                 ("trigger_nonfinite", "trigger_kl", "trigger_loss_spike",
+                                  "trigger_reward_drop")}}
+            new_ppo, metrics = ppo.update(ppo_state, batch, hp, k_upd)
+            if cfg.rollback:
+                new_ppo = new_ppo._replace(
+                    params=tree_select(rolled_back, ppo_state.params, new_ppo.params),
+                    opt_state=tree_select(rolled_back, ppo_state.opt_state, new_ppo.opt_state),
+                    bc_scale=jnp.where(rolled_back, ppo_state.bc_scale, new_ppo.bc_scale),
+                    vs_state=tree_select(rolled_back, ppo_state.vs_state, new_ppo.vs_state))
+                # KL(before || after) of this update on the rollout batch (k3, exact in mean).
+                pout_new, _ = nets.apply(new_ppo.params, batch.obs)
+                logp_new = distribution(kind, pout_new).log_prob(batch.action)
+                kl_upd = jnp.mean(kl_estimate(batch.logp, logp_new, "k3"))
+                rb_state = _RollbackCarry(new_rb, jnp.asarray(metrics["total_loss"], jnp.float32),
+                                          kl_upd.astype(jnp.float32))
+                metrics["update_kl"] = kl_upd
+            count = stats["count"]
+            metrics = dict(metrics)
+            metrics.update(rb_metrics)
+            metrics["episode_return"] = stats["ret_sum"] / jnp.maximum(count, 1.0)
+            metrics["episode_length"] = stats["len_sum"] / jnp.maximum(count, 1.0)
+            metrics["episodes"] = count
+            metrics["reward_mean"] = jnp.mean(traj.reward)
+            metrics["train_reward_mean"] = jnp.mean(traj.train_reward)
+            metrics = {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}
+            rs = rs._replace(ppo=new_ppo, rollback=rb_state, key=k_next)
+            return rs, metrics
+
+        return jax.lax.scan(update_step, runner, None, length=cfg.num_updates)
+
+    return train
