@@ -92,8 +92,9 @@ class RestoredCheckpoint(NamedTuple):
 
     Attributes:
       step: int, the step that was restored.
-      state: the pytree, with the target's structure; leaves are ``jax.Array`` with the saved
-        dtypes (typed PRNG keys re-wrapped with their saved implementation).
+      state: the pytree, with the target's structure and the saved dtypes: ``jax.Array``
+        leaves (typed PRNG keys re-wrapped with their saved implementation), NumPy arrays
+        where the target leaf is a NumPy array (see :func:`arrays_to_pytree`).
       metadata: dict, the JSON metadata passed to ``save``.
       metrics: dict or None, the metrics passed to ``save``.
     """
@@ -221,7 +222,9 @@ def arrays_to_pytree(arrays: Mapping[str, Any], spec: dict, target: PyTree, *,
       where: text naming the checkpoint in error messages.
 
     Returns:
-      The pytree with ``jax.Array`` leaves (keys re-wrapped).
+      The pytree: ``jax.Array`` leaves where the target leaf is a JAX array or
+      ``jax.ShapeDtypeStruct`` (keys re-wrapped), ``np.ndarray`` where it is a NumPy array or
+      Python scalar, or where JAX cannot hold the saved dtype (float64 with x64 off).
 
     Raises:
       ValueError: if ``target`` does not match the saved structure, shapes or dtypes.
@@ -229,6 +232,7 @@ def arrays_to_pytree(arrays: Mapping[str, Any], spec: dict, target: PyTree, *,
         SHA-256 check.
     """
     treedef = _check_target(spec, target, where)
+    target_leaves = jax.tree_util.tree_leaves(target)
     leaves = []
     for i, (path, shape, dtype, impl) in enumerate(
             zip(spec["paths"], spec["shapes"], spec["dtypes"], spec["key_impls"])):
@@ -247,8 +251,14 @@ def arrays_to_pytree(arrays: Mapping[str, Any], spec: dict, target: PyTree, *,
                 raise CorruptCheckpointError(
                     f"checkpoint {where}: leaf {path} was read as {arr.shape} {arr.dtype}, "
                     f"saved as {tuple(shape)} {dtype}")
-            leaves.append(jnp.asarray(arr))
+            as_jax = jnp.asarray(arr) if not isinstance(target_leaves[i], _HOST_TYPES) else None
+            # Host (NumPy/Python) target leaves, and dtypes JAX would change (float64 while
+            # x64 is off), come back as NumPy arrays: a restore never changes a dtype.
+            leaves.append(as_jax if as_jax is not None and as_jax.dtype == arr.dtype else arr)
     return jax.tree_util.tree_unflatten(treedef, leaves)
+
+
+_HOST_TYPES = (np.ndarray, np.generic, int, float, bool, complex)
 
 
 def _abstract_arrays(spec: dict) -> dict[str, np.ndarray]:
@@ -533,7 +543,7 @@ class Checkpointer:
             step,
             args=ocp.args.Composite(**{_STATE: ocp.args.StandardSave(arrays),
                                        _META: ocp.args.JsonSave(meta)}),
-            metrics=metrics_json, force=True))
+            metrics=metrics_json if metrics_json is not None else {}, force=True))
 
     # -- restore
     def _read_step(self, step: int, target: PyTree) -> RestoredCheckpoint:

@@ -9,8 +9,9 @@
   ``VecNormalize`` reward path (divide by the running std of a discounted return accumulator,
   no mean subtraction, clip, reset on episode end).
 - :class:`WindowedStats` with :func:`windowed_stats_init`, :func:`windowed_stats_update`,
-  :func:`windowed_stats_mean`, :func:`windowed_stats_var`: mean/variance over the last ``W``
-  entries (a fixed-size ring buffer), the seed's "last N steps" normalizer.
+  :func:`windowed_stats_mean`, :func:`windowed_stats_var`, :func:`windowed_stats_normalize`:
+  mean/variance over the last ``W`` entries (a fixed-size ring buffer), the seed's "last N
+  steps" normalizer.
 
 Every state is a NamedTuple of arrays with explicit dtypes (scalars are 0-d arrays), so states
 can be carried through ``lax.scan`` and batched with ``vmap``.
@@ -43,6 +44,7 @@ __all__ = [
     "running_stats_var",
     "windowed_stats_init",
     "windowed_stats_mean",
+    "windowed_stats_normalize",
     "windowed_stats_std",
     "windowed_stats_update",
     "windowed_stats_var",
@@ -594,3 +596,42 @@ def windowed_stats_var(state: WindowedStats, ddof: int = 0) -> Array:
 def windowed_stats_std(state: WindowedStats, ddof: int = 0) -> Array:
     """Standard deviation of the valid entries."""
     return jnp.sqrt(windowed_stats_var(state, ddof))
+
+
+def windowed_stats_normalize(state: WindowedStats, x: Array, *, eps=1e-8, clip=None) -> Array:
+    """The seed's windowed reward normalization ``clip((x - mean) / (std + eps), -clip, clip)``.
+
+    Mean and (population) std are those of the last ``W`` entries in ``state``. Unlike
+    :func:`reward_normalizer_update` (SB3 VecNormalize) this subtracts the mean, which changes
+    the sign of rewards and hence the optimal policy of a task with episode-length-dependent
+    returns; it is offered for reproducing seed 001. Update the state with
+    :func:`windowed_stats_update` before or after, as the caller's protocol requires.
+
+    Args:
+      state: :class:`WindowedStats` with observation shape ``[*shape]``.
+      x: ``[..., *shape]`` values to normalize (cast to the state's dtype).
+      eps: added to the std, ``>= 0`` (may be traced).
+      clip: optional bound ``> 0`` (may be traced); ``None`` for no clipping.
+
+    Returns:
+      normalized ``x`` with the same shape, the state's dtype.
+
+    Example:
+      >>> w = windowed_stats_update(windowed_stats_init(4), jnp.array([1.0, 3.0]))
+      >>> windowed_stats_normalize(w, jnp.array([2.0, 4.0]), eps=0.0)
+      Array([0., 2.], dtype=float32)
+    """
+    _check_reward_hparams(0.0, 1.0 if clip is None else clip, eps)
+    dtype = state.buffer.dtype
+    x = jnp.asarray(x).astype(dtype)
+    obs_shape = state.buffer.shape[1:]
+    if x.shape[x.ndim - len(obs_shape):] != obs_shape or x.ndim < len(obs_shape):
+        raise ValueError(f"x must have shape [..., *{obs_shape}], got {x.shape}.")
+    lead = (1,) * (x.ndim - len(obs_shape))
+    mean = jnp.reshape(windowed_stats_mean(state), lead + obs_shape)
+    std = jnp.reshape(windowed_stats_std(state), lead + obs_shape)
+    out = (x - mean) / (std + jnp.asarray(eps).astype(dtype))
+    if clip is not None:
+        c = jnp.asarray(clip).astype(dtype)
+        out = jnp.clip(out, -c, c)
+    return out

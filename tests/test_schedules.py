@@ -103,7 +103,33 @@ def test_entropy_schedule_errors():
     with pytest.raises(ValueError, match="init_value"):
         entropy_schedule("cosine", float("nan"), 0.1, 10)
     with pytest.raises(TypeError, match="concrete"):
-        jax.jit(lambda v: entropy_schedule("linear", v, 0.1, 10)(0))(1.0)
+        jax.jit(lambda n: lr_schedule("step", 1.0, decay_rate=n, step_size=2)(0))(0.5)
+
+
+@pytest.mark.parametrize("kind", ENTROPY_SCHEDULE_KINDS)
+def test_entropy_schedule_traced_values_under_vmap(kind):
+    # init/end as swept (traced) hyperparameters agree with schedules built from Python floats
+    inits = np.array([0.05, 0.01, 0.002], np.float32)
+    ends = np.array([0.001, 0.004, 0.02], np.float32)
+    steps = jnp.arange(0, 30, 3, dtype=jnp.int32)
+    vals = jax.jit(jax.vmap(lambda a, b: jax.vmap(entropy_schedule(kind, a, b, 21))(steps)))(
+        jnp.asarray(inits), jnp.asarray(ends))
+    for i in range(3):
+        ref = entropy_schedule(kind, float(inits[i]), float(ends[i]), 21)
+        expected = np.array([float(ref(int(t))) for t in steps])
+        np.testing.assert_allclose(np.asarray(vals[i]), expected, rtol=2e-6)
+        assert float(vals[i, -1]) == np.float32(ends[i])  # exact end value when traced too
+
+
+def test_lr_schedule_traced_init_value():
+    for kind, kw in [("constant", {}), ("step", dict(decay_rate=0.5, step_size=4)),
+                     ("exponential", dict(decay_rate=0.9)), ("cosine", dict(decay_steps=10)),
+                     ("linear", dict(decay_steps=10, end_value=1e-5))]:
+        lrs = jnp.array([1e-3, 3e-4], jnp.float32)
+        vals = jax.vmap(lambda lr: lr_schedule(kind, lr, **kw)(7))(lrs)
+        for i in range(2):
+            ref = lr_schedule(kind, float(lrs[i]), **kw)(7)
+            np.testing.assert_allclose(float(vals[i]), float(ref), rtol=1e-6, err_msg=kind)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -260,3 +286,12 @@ def test_reduce_on_plateau_min_scale_and_errors():
         reduce_lr_on_plateau(rtol=0.0, atol=0.0)
     with pytest.raises(ValueError, match="cooldown"):
         reduce_lr_on_plateau(cooldown=-1)
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    import jaxstab.schedules as mod
+
+    result = doctest.testmod(mod, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted >= 3 and result.failed == 0

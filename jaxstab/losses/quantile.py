@@ -187,10 +187,7 @@ def quantile_huber_loss(pred: Array, target: Array, *, kappa=1.0) -> Array:
             elem = jnp.where(abs_u <= k, 0.5 * u * u / k, abs_u - 0.5 * k)
     else:
         _check_nonneg_scalar_or_array(kappa, "kappa")
-        k = jnp.asarray(kappa)
-        if not jnp.issubdtype(k.dtype, jnp.floating):
-            k = k.astype(dtype)
-        k = k.astype(dtype)
+        k = jnp.asarray(kappa).astype(dtype)
         if k.ndim > len(batch):
             raise ValueError(f"kappa of shape {k.shape} must broadcast to the batch shape "
                              f"{batch}.")

@@ -60,8 +60,11 @@ def _sanitize_weights(w: jax.Array) -> jax.Array:
     w_pos = jnp.where(finite_row, jnp.maximum(w, zero), zero)  # NaN-free in every branch
     w_max = jnp.max(w_pos, axis=-1, keepdims=True)
     usable = finite_row & (w_max > 0)
-    safe_max = jnp.where(usable, w_max, jnp.ones((), w.dtype))
-    scaled = w_pos / safe_max  # in [0, 1]: the sum below cannot overflow or underflow
+    # Scale by the power of two just above the row maximum: exact, and the sum below lies in
+    # [0.5, M) (no overflow). Dividing by the maximum itself is not safe: XLA rewrites x / b as
+    # x * (1 / b) for a broadcast b, and 1 / finfo.max is subnormal, flushed to 0 on CPU.
+    _, exponent = jnp.frexp(jnp.where(usable, w_max, jnp.ones((), w.dtype)))
+    scaled = jnp.ldexp(w_pos, -exponent)
     normalized = scaled / jnp.sum(scaled, axis=-1, keepdims=True)
     uniform = jnp.full((), 1.0 / w.shape[-1], w.dtype)
     return jnp.where(usable, normalized, uniform)

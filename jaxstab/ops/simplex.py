@@ -116,6 +116,10 @@ def _project_simplex_last_jvp(primals, tangents):
     return p, sdz - s * (jnp.sum(sdz, axis=-1, keepdims=True) / card)
 
 
+# One compiled program per shape/dtype for eager callers (inlined when called under jit).
+_project_last_jit = jax.jit(_project_simplex_last)
+
+
 def _check_input(z: jax.Array, axis: int) -> int:
     if not isinstance(axis, int) or isinstance(axis, bool):
         raise TypeError(f"project_simplex: `axis` must be a Python int, got {type(axis).__name__}.")
@@ -186,5 +190,5 @@ def project_simplex(z: jax.Array, axis: int = -1) -> jax.Array:
     z = jnp.asarray(z)
     axis = _check_input(z, axis)
     if axis == z.ndim - 1:
-        return _project_simplex_last(z)
-    return jnp.moveaxis(_project_simplex_last(jnp.moveaxis(z, axis, -1)), -1, axis)
+        return _project_last_jit(z)
+    return jnp.moveaxis(_project_last_jit(jnp.moveaxis(z, axis, -1)), -1, axis)

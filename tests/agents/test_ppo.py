@@ -74,7 +74,7 @@ def test_first_step_matches_reference_loss_clip_and_adam_eps():
         return pg + 0.5 * vl - 0.01 * jnp.mean(d.entropy())
 
     g = jax.grad(ref_loss)(state.params)
-    gnorm = optax.global_norm(g)
+    gnorm = optax.tree.norm(g)
     assert float(gnorm) > max_norm  # clipping is active
     gc = jax.tree_util.tree_map(lambda x: x * max_norm / gnorm, g)
     expected = jax.tree_util.tree_map(lambda p, x: p - lr * x / (jnp.abs(x) + 1e-5),
@@ -144,9 +144,10 @@ def test_early_stopping_other_estimators(estimator):
     state = ppo.init(jax.random.key(0))
     batch = _batch(cfg, nets, state.params, jax.random.key(1))
     # exact KL needs a different behaviour policy: shift its logits
-    far = batch.pout_old._replace(loc=batch.pout_old.loc + jnp.array([3.0, -3.0]))
-    logp_far = N.distribution("discrete", far).log_prob(batch.action)
-    batch = batch._replace(pout_old=far, logp=logp_far)
+    far = batch.pout_old._replace(loc=batch.pout_old.loc + jnp.array([[3.0, -3.0]]))
+    d_far = N.distribution("discrete", far)
+    act = d_far.sample(seed=jax.random.key(5))  # behaviour actions come from the old policy
+    batch = batch._replace(pout_old=far, action=act, logp=d_far.log_prob(act))
     _, m = ppo.update(state, batch, ppo_hparams(lr=0.0), jax.random.key(2))
     assert float(m["num_applied_steps"]) == 0.0
     if estimator == "exact":

@@ -1,4 +1,4 @@
-"""Tests for jaxstab.losses.quantile against NumPy brute force, closed forms and finite differences."""
+"""Tests for jaxstab.losses.quantile: NumPy brute force, closed forms, finite differences."""
 
 import itertools
 
@@ -433,3 +433,12 @@ def test_traced_kappa_and_decay_under_vmap():
     for i, k in enumerate([0.0, 0.5, 1.0]):
         np.testing.assert_allclose(float(batched[i]),
                                    np_qh_loss(pred, target, k * s_bar).mean(), rtol=2e-5)
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    import jaxstab.losses.quantile as mod
+
+    result = doctest.testmod(mod, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted >= 4 and result.failed == 0

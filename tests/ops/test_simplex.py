@@ -209,13 +209,18 @@ def test_axis_argument_equals_moveaxis():
 
 def test_jit_equals_eager_and_vmap_equals_loop():
     z = jax.random.normal(jax.random.key(1), (6, 4, 9)) * 2
-    eager = project_simplex(z)
+    with jax.disable_jit():  # truly op by op, including the internal jit and loops
+        eager = project_simplex(z)
+        eager_big = project_simplex(z.reshape(6, 36) * 0.1)
+    np.testing.assert_allclose(
+        np.asarray(_jit_project(z.reshape(6, 36) * 0.1)), np.asarray(eager_big), atol=1e-7
+    )
     np.testing.assert_allclose(np.asarray(_jit_project(z)), np.asarray(eager), atol=1e-7)
     vm = jax.vmap(project_simplex)(z)
     loop = jnp.stack([project_simplex(z[i]) for i in range(z.shape[0])])
     np.testing.assert_allclose(np.asarray(vm), np.asarray(loop), atol=1e-7)
     vm_axis = jax.vmap(functools.partial(project_simplex, axis=0), in_axes=2, out_axes=2)(z)
-    np.testing.assert_allclose(np.asarray(vm_axis), np.asarray(project_simplex(z, axis=1)), atol=1e-7)
+    np.testing.assert_allclose(np.asarray(vm_axis), np.asarray(project_simplex(z, axis=0)), atol=1e-7)
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16, jnp.float16])

@@ -532,7 +532,7 @@ def make_ppo(cfg: PPOConfig, networks: PPONetworks, demos: Demos | None = None) 
                 "active": active,
                 "applied": apply,
                 "nonfinite_skip": active & ~stopped & ~finite,
-                "grad_norm": optax.global_norm(grads).astype(jnp.float32),
+                "grad_norm": optax.tree.norm(grads).astype(jnp.float32),
             }
             return _Carry(params, opt_state, stopped, bc_scale, vs_state), out
 

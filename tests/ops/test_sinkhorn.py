@@ -1,0 +1,394 @@
+"""Tests for jaxstab.ops.sinkhorn: forward vs POT/NumPy, marginals, flags, gradients vs central
+finite differences (float64) and unrolled autodiff, vmap/jit, float32 accuracy, bad input."""
+
+from __future__ import annotations
+
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from jaxstab.ops.sinkhorn import SinkhornOutput, default_tolerance, sinkhorn
+
+
+def _problem(seed: int, m: int, big_m: int, batch: tuple[int, ...] = (), dtype=np.float64):
+    rng = np.random.default_rng(seed)
+    cost = rng.uniform(0.0, 1.0, size=batch + (m, big_m))
+    a = rng.uniform(0.5, 1.5, size=batch + (m,))
+    b = rng.uniform(0.5, 1.5, size=batch + (big_m,))
+    a /= a.sum(-1, keepdims=True)
+    b /= b.sum(-1, keepdims=True)
+    return cost.astype(dtype), a.astype(dtype), b.astype(dtype)
+
+
+def _numpy_sinkhorn(cost, a, b, eps, iters=20000):
+    """Independent float64 reference: log-domain Sinkhorn in NumPy (scipy logsumexp)."""
+    from scipy.special import logsumexp
+
+    f = np.zeros_like(a)
+    g = np.zeros_like(b)
+    for _ in range(iters):
+        f = eps * np.log(a) - eps * logsumexp((g[None, :] - cost) / eps, axis=1)
+        g = eps * np.log(b) - eps * logsumexp((f[:, None] - cost) / eps, axis=0)
+        p = np.exp((f[:, None] + g[None, :] - cost) / eps)
+        if np.abs(p.sum(1) - a).sum() < 1e-13:
+            break
+    return p, f, g
+
+
+def _rel(x, y):
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    return np.linalg.norm(x - y) / max(np.linalg.norm(y), 1e-300)
+
+
+# ------------------------------------------------------------------------------ forward
+
+
+@pytest.mark.parametrize("m,big_m,eps", [(3, 3, 0.05), (7, 5, 0.1), (12, 20, 1.0)])
+def test_forward_matches_pot_and_numpy(x64, m, big_m, eps):
+    import ot
+
+    cost, a, b = _problem(0, m, big_m)
+    out = sinkhorn(cost, a, b, eps, tol=1e-13, max_iters=50000)
+    assert bool(out.converged)
+    p_pot = ot.sinkhorn(a, b, cost, eps, method="sinkhorn_log", stopThr=1e-15, numItermax=200000)
+    np.testing.assert_allclose(out.plan, p_pot, rtol=1e-8, atol=1e-14)
+    p_np, f_np, g_np = _numpy_sinkhorn(cost, a, b, eps)
+    np.testing.assert_allclose(out.plan, p_np, rtol=1e-8, atol=1e-14)
+    # Potentials in the documented gauge mean(f) = 0.
+    shift = f_np.mean()
+    np.testing.assert_allclose(out.f, f_np - shift, atol=1e-9)
+    np.testing.assert_allclose(out.g, g_np + shift, atol=1e-9)
+    assert abs(float(jnp.mean(out.f))) < 1e-12
+
+
+def test_forward_matches_ott_float32():
+    from ott.geometry import geometry
+    from ott.problems.linear import linear_problem
+    from ott.solvers.linear import sinkhorn as ott_sinkhorn
+
+    cost, a, b = _problem(1, 10, 14, dtype=np.float32)
+    out = sinkhorn(cost, a, b, 0.1)
+    with jax.numpy_rank_promotion("allow"):  # ott relies on implicit rank promotion
+        geom = geometry.Geometry(cost_matrix=jnp.asarray(cost), epsilon=0.1)
+        ref = ott_sinkhorn.Sinkhorn(threshold=1e-6, max_iterations=5000)(
+            linear_problem.LinearProblem(geom, jnp.asarray(a), jnp.asarray(b)))
+    assert out.plan.dtype == jnp.float32
+    np.testing.assert_allclose(out.plan, ref.matrix, rtol=2e-4, atol=1e-7)
+
+
+def test_marginals_error_and_flags(x64):
+    cost, a, b = _problem(2, 9, 6, batch=(4,))
+    tol = 1e-10
+    out = sinkhorn(cost, a, b, 0.1, tol=tol)
+    plan = np.asarray(out.plan)
+    assert plan.shape == (4, 9, 6) and out.f.shape == (4, 9) and out.g.shape == (4, 6)
+    assert out.iterations.dtype == jnp.int32 and out.converged.dtype == jnp.bool_
+    np.testing.assert_array_equal(out.converged, True)
+    err_rows = np.abs(plan.sum(-1) - a).sum(-1) / a.sum(-1)
+    np.testing.assert_allclose(out.error, err_rows, rtol=1e-3, atol=1e-15)
+    assert np.all(err_rows <= tol)
+    np.testing.assert_allclose(plan.sum(-2), b, atol=1e-13)
+    # plan is exp((f + g - C) / eps)
+    np.testing.assert_allclose(
+        plan, np.exp((np.asarray(out.f)[..., :, None] + np.asarray(out.g)[..., None, :] - cost) / 0.1),
+        rtol=1e-12)
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 10_000), m=st.integers(1, 12), big_m=st.integers(1, 12),
+       eps=st.sampled_from([0.05, 0.2, 1.0]))
+def test_marginals_property(seed, m, big_m, eps):
+    cost, a, b = _problem(seed, m, big_m, dtype=np.float32)
+    out = sinkhorn(cost, a, b, eps)
+    if bool(out.converged):
+        plan = np.asarray(out.plan, np.float64)
+        assert np.abs(plan.sum(1) - a).sum() / a.sum() <= 2 * default_tolerance(np.float32)
+        np.testing.assert_allclose(plan.sum(0), b, rtol=1e-4, atol=1e-7)
+    assert np.all(np.isfinite(out.plan))
+    assert bool(out.converged) == (float(out.error) <= default_tolerance(np.float32))
+
+
+def test_nonconvergence_reported(x64):
+    cost, a, b = _problem(3, 16, 16)
+    out = sinkhorn(cost, a, b, 0.005, max_iters=2)
+    assert not bool(out.converged)
+    assert int(out.iterations) == 2
+    assert float(out.error) > default_tolerance(np.float64)
+    true_err = np.abs(np.asarray(out.plan).sum(1) - a).sum() / a.sum()
+    np.testing.assert_allclose(out.error, true_err, rtol=1e-6)
+    unrolled = sinkhorn(cost, a, b, 0.005, max_iters=2, implicit=False)
+    assert not bool(unrolled.converged) and int(unrolled.iterations) == 2
+
+
+def test_per_element_freezing(x64):
+    # Element 0 has a constant cost (converges after one update), element 1 is hard.
+    cost, a, b = _problem(4, 8, 8, batch=(2,))
+    cost[0] = 0.3
+    out = sinkhorn(cost, a, b, 0.02, tol=1e-9, max_iters=5000)
+    singles = [sinkhorn(cost[i], a[i], b[i], 0.02, tol=1e-9, max_iters=5000) for i in range(2)]
+    np.testing.assert_array_equal(out.iterations, [int(s.iterations) for s in singles])
+    assert int(out.iterations[0]) <= 2 < int(out.iterations[1])
+    for i, s in enumerate(singles):
+        np.testing.assert_allclose(out.plan[i], s.plan, rtol=1e-12, atol=1e-15)
+    # Unrolled mode freezes too: same counts, same plans.
+    unrolled = sinkhorn(cost, a, b, 0.02, tol=1e-9, max_iters=3000, implicit=False)
+    np.testing.assert_array_equal(unrolled.converged, True)
+    assert int(unrolled.iterations[0]) <= 2 < int(unrolled.iterations[1])
+
+
+def test_unequal_masses_rescale_b(x64):
+    cost, a, b = _problem(5, 5, 6)
+    with pytest.warns(UserWarning, match="rescaled"):
+        out = sinkhorn(cost, 2.0 * a, b, 0.1, tol=1e-12)
+    ref = sinkhorn(cost, a, b, 0.1, tol=1e-12)
+    np.testing.assert_allclose(out.plan, 2.0 * ref.plan, rtol=1e-9)
+    np.testing.assert_allclose(np.asarray(out.plan).sum(0), 2.0 * b, rtol=1e-10)
+
+
+# ------------------------------------------------------------------------------ transforms
+
+
+def test_vmap_equals_batched_and_jit_equals_eager():
+    cost, a, b = _problem(6, 6, 9, batch=(5,), dtype=np.float32)
+    batched = sinkhorn(cost, a, b, 0.1)
+    vmapped = jax.vmap(lambda c, x, y: sinkhorn(c, x, y, 0.1))(cost, a, b)
+    jitted = jax.jit(lambda c, x, y, e: sinkhorn(c, x, y, e))(cost, a, b, jnp.float32(0.1))
+    for other in (vmapped, jitted):
+        for name in SinkhornOutput._fields:
+            np.testing.assert_allclose(getattr(other, name), getattr(batched, name),
+                                       rtol=2e-5, atol=1e-7, err_msg=name)
+    # Python loop over the batch
+    for i in range(5):
+        single = sinkhorn(cost[i], a[i], b[i], 0.1)
+        np.testing.assert_allclose(batched.plan[i], single.plan, rtol=2e-5, atol=1e-7)
+        assert int(batched.iterations[i]) == int(single.iterations)
+    # Several leading batch dims
+    nested = sinkhorn(cost.reshape(5, 1, 6, 9), a.reshape(5, 1, 6), b.reshape(5, 1, 9), 0.1)
+    assert nested.plan.shape == (5, 1, 6, 9) and nested.iterations.shape == (5, 1)
+    np.testing.assert_allclose(nested.plan[:, 0], batched.plan, rtol=1e-6, atol=1e-8)
+
+
+def test_vmap_over_epsilon_and_grad_under_jit():
+    cost, a, b = _problem(7, 4, 5, dtype=np.float32)
+    epss = jnp.asarray([0.05, 0.1, 0.5], jnp.float32)
+    outs = jax.vmap(lambda e: sinkhorn(cost, a, b, e).plan)(epss)
+    for i, e in enumerate([0.05, 0.1, 0.5]):
+        np.testing.assert_allclose(outs[i], sinkhorn(cost, a, b, e).plan, rtol=1e-5, atol=1e-8)
+    loss = lambda c, e: jnp.sum(sinkhorn(c, a, b, e).plan * c)  # noqa: E731
+    g_eager = jax.grad(loss, argnums=(0, 1))(jnp.asarray(cost), jnp.float32(0.1))
+    g_jit = jax.jit(jax.grad(loss, argnums=(0, 1)))(jnp.asarray(cost), jnp.float32(0.1))
+    for x, y in zip(g_eager, g_jit):
+        np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dtype_preserved(dtype, x64, strict_dtypes):
+    cost, a, b = _problem(8, 4, 6, dtype=dtype)
+    out = sinkhorn(jnp.asarray(cost), jnp.asarray(a), jnp.asarray(b), 0.2)
+    for x in (out.plan, out.f, out.g, out.error):
+        assert x.dtype == dtype
+    grads = jax.grad(lambda c, e: jnp.sum(sinkhorn(c, jnp.asarray(a), jnp.asarray(b), e).plan ** 2),
+                     argnums=(0, 1))(jnp.asarray(cost), jnp.asarray(0.2, dtype))
+    assert grads[0].dtype == dtype and grads[1].dtype == dtype
+
+
+# ------------------------------------------------------------------------------ gradients
+
+
+def _losses(m, big_m, seed):
+    rng = np.random.default_rng(seed + 100)
+    w = rng.normal(size=(m, big_m))
+    wf = rng.normal(size=m)
+    wg = rng.normal(size=big_m)
+
+    def plan_loss(out):
+        return jnp.sum(w * out.plan)
+
+    def potential_loss(out):
+        return jnp.sum(wf * out.f) + jnp.sum(wg * out.g)
+
+    return {"plan": plan_loss, "potentials": potential_loss}
+
+
+GRAD_CASES = [(3, 3, 0.05), (3, 5, 1.0), (6, 4, 0.1), (8, 8, 0.05), (12, 7, 1.0), (32, 17, 0.1),
+              (17, 32, 0.05)]
+
+
+@pytest.mark.parametrize("m,big_m,eps", GRAD_CASES)
+def test_gradients_vs_finite_differences(x64, m, big_m, eps):
+    cost, a, b = _problem(10 + m + big_m, m, big_m)
+    rng = np.random.default_rng(m * big_m)
+    h = 1e-6
+    for lname, lfun in _losses(m, big_m, m).items():
+
+        def loss(c, x, y, e):
+            return lfun(sinkhorn(c, x, y, e, tol=1e-14, max_iters=100000))
+
+        grads = jax.grad(loss, argnums=(0, 1, 2, 3))(cost, a, b, jnp.float64(eps))
+        args = [cost, a, b, eps]
+        for i in range(4):
+            directions = [rng.normal(size=np.shape(args[i]))]
+            if i in (1, 2):  # zero-sum (on the simplex) and mass-changing directions
+                d0 = directions[0] - directions[0].mean()
+                directions = [d0, np.abs(directions[0]) * args[i]]
+            for d in directions:
+                step = h * eps if i == 3 else h
+                plus = list(args)
+                minus = list(args)
+                plus[i] = args[i] + step * d
+                minus[i] = args[i] - step * d
+                fd = (float(loss(*plus)) - float(loss(*minus))) / (2 * step)
+                an = float(np.sum(np.asarray(grads[i]) * d))
+                scale = max(abs(fd), 1e-3 * np.linalg.norm(np.asarray(grads[i])) * np.linalg.norm(d))
+                assert abs(fd - an) <= 1e-6 * scale, (lname, i, fd, an)
+
+
+@pytest.mark.parametrize("m,big_m,eps", [(3, 4, 0.05), (9, 6, 0.1), (16, 16, 1.0)])
+def test_implicit_vs_unrolled_at_convergence(x64, m, big_m, eps):
+    cost, a, b = _problem(20 + m, m, big_m)
+    for lname, lfun in _losses(m, big_m, 1).items():
+        def loss(c, x, y, e, implicit):
+            return lfun(sinkhorn(c, x, y, e, tol=1e-14, max_iters=3000, implicit=implicit))
+
+        g_imp = jax.grad(loss, argnums=(0, 1, 2, 3))(cost, a, b, jnp.float64(eps), True)
+        g_unr = jax.jit(jax.grad(loss, argnums=(0, 1, 2, 3)), static_argnums=4)(
+            cost, a, b, jnp.float64(eps), False)
+        for i, (x, y) in enumerate(zip(g_imp, g_unr)):
+            assert _rel(x, y) <= 1e-6, (lname, i, _rel(x, y))
+
+
+def test_design_formula_for_plan_gradient(x64):
+    """dL/dC = -(1/eps) P * (G - alpha_i - beta_j) with the coupled (alpha, beta) system."""
+    m, big_m, eps = 5, 7, 0.1
+    cost, a, b = _problem(30, m, big_m)
+    w = np.random.default_rng(0).normal(size=(m, big_m))
+    out = sinkhorn(cost, a, b, eps, tol=1e-14)
+    grad = jax.grad(lambda c: jnp.sum(w * sinkhorn(c, a, b, eps, tol=1e-14).plan ** 2))(cost)
+    p = np.asarray(out.plan)
+    gmat = 2 * w * p
+    r, c = p.sum(1), p.sum(0)
+    kkt = np.block([[np.diag(r), p], [p.T, np.diag(c)]])
+    rhs = np.concatenate([(p * gmat).sum(1), (p * gmat).sum(0)])
+    sol = np.linalg.lstsq(kkt, rhs, rcond=None)[0]
+    alpha, beta = sol[:m], sol[m:]
+    ref = -(1.0 / eps) * p * (gmat - alpha[:, None] - beta[None, :])
+    np.testing.assert_allclose(grad, ref, rtol=1e-7, atol=1e-10)
+    np.testing.assert_allclose(np.asarray(grad).sum(0), 0.0, atol=1e-9)
+    np.testing.assert_allclose(np.asarray(grad).sum(1), 0.0, atol=1e-9)
+
+
+def test_seed_backward_formula_is_wrong(x64):
+    """The seed's grad_C = -P/eps * (G/P - row_avg - col_avg) disagrees with ours (and FD)."""
+    m, big_m, eps = 6, 6, 0.1
+    cost, a, b = _problem(31, m, big_m)
+    w = np.random.default_rng(1).normal(size=(m, big_m))
+    ours = np.asarray(jax.grad(lambda c: jnp.sum(w * sinkhorn(c, a, b, eps, tol=1e-14).plan))(cost))
+    p = np.asarray(sinkhorn(cost, a, b, eps, tol=1e-14).plan)
+    ratio = w / p
+    seed = -p / eps * (ratio - ratio.mean(1, keepdims=True) - ratio.mean(0, keepdims=True))
+    assert _rel(seed, ours) > 1.0
+
+
+def test_unrolled_truncated_matches_finite_differences(x64):
+    """implicit=False is the exact derivative of the truncated (10-step) algorithm."""
+    cost, a, b = _problem(32, 5, 4)
+    w = np.random.default_rng(2).normal(size=(5, 4))
+
+    def loss(c):
+        return jnp.sum(w * sinkhorn(c, a, b, 0.05, max_iters=10, tol=0.0, implicit=False).plan)
+
+    out = sinkhorn(cost, a, b, 0.05, max_iters=10, tol=0.0, implicit=False)
+    assert int(out.iterations) == 10 and not bool(out.converged)
+    d = np.random.default_rng(3).normal(size=cost.shape)
+    h = 1e-6
+    fd = (float(loss(cost + h * d)) - float(loss(cost - h * d))) / (2 * h)
+    an = float(np.sum(np.asarray(jax.grad(loss)(cost)) * d))
+    assert abs(fd - an) <= 1e-6 * abs(fd)
+
+
+@pytest.mark.parametrize("m,big_m,eps", [(8, 8, 0.01), (16, 24, 0.01), (32, 32, 0.01), (12, 9, 0.1)])
+def test_float32_gradients_accurate(m, big_m, eps):
+    cost, a, b = _problem(40 + m, m, big_m)
+    losses = _losses(m, big_m, 2)
+
+    def loss(c, x, y, e):
+        out = sinkhorn(c, x, y, e, max_iters=20000)
+        return losses["plan"](out) + losses["potentials"](out), out
+
+    with jax.enable_x64(True):
+        _, g64 = jax.value_and_grad(loss, argnums=(0, 1, 2, 3), has_aux=True)(
+            cost, a, b, jnp.float64(eps))
+        g64 = [np.asarray(x) for x in g64]
+    (_, out32), g32 = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2, 3), has_aux=True))(
+        *(jnp.asarray(x, jnp.float32) for x in (cost, a, b, eps)))
+    assert bool(out32.converged)
+    for i, (x, y) in enumerate(zip(g32, g64)):
+        assert x.dtype == jnp.float32
+        assert np.all(np.isfinite(x))
+        assert _rel(x, y) <= 1e-4, (i, _rel(x, y))
+
+
+def test_implicit_backward_memory_flat_in_iterations():
+    cost, a, b = _problem(50, 16, 16, batch=(4,), dtype=np.float32)
+
+    def peak(n, implicit):
+        fn = jax.jit(jax.grad(lambda c: jnp.sum(
+            sinkhorn(c, a, b, 0.05, max_iters=n, tol=0.0, implicit=implicit).plan ** 2)))
+        ma = fn.lower(jnp.asarray(cost)).compile().memory_analysis()
+        return ma.temp_size_in_bytes
+
+    assert peak(1000, True) == peak(10, True)
+    assert peak(200, False) > 5 * peak(10, False)
+
+
+# ------------------------------------------------------------------------------ bad input
+
+
+def test_bad_input_messages():
+    cost, a, b = _problem(60, 3, 4, dtype=np.float32)
+    with pytest.raises(ValueError, match="`cost`"):
+        sinkhorn(cost[0], a, b, 0.1)
+    with pytest.raises(ValueError, match="`a`"):
+        sinkhorn(cost, a[:2], b, 0.1)
+    with pytest.raises(ValueError, match="`b`"):
+        sinkhorn(cost, a, b[:3], 0.1)
+    with pytest.raises(ValueError, match="`b`"):
+        sinkhorn(cost[None], a[None], b, 0.1)
+    with pytest.raises(ValueError, match="`epsilon`"):
+        sinkhorn(cost, a, b, 0.0)
+    with pytest.raises(ValueError, match="`epsilon`"):
+        sinkhorn(cost, a, b, -1.0)
+    with pytest.raises(ValueError, match="`epsilon`"):
+        sinkhorn(cost, a, b, jnp.ones(2))
+    with pytest.raises(ValueError, match="`a`"):
+        sinkhorn(cost, np.array([0.5, 0.5, 0.0], np.float32), b, 0.1)
+    with pytest.raises(ValueError, match="`b`"):
+        sinkhorn(cost, a, -b, 0.1)
+    bad = cost.copy()
+    bad[0, 0] = np.inf
+    with pytest.raises(ValueError, match="`cost`"):
+        sinkhorn(bad, a, b, 0.1)
+    bad[0, 0] = np.nan
+    with pytest.raises(ValueError, match="`cost`"):
+        sinkhorn(bad, a, b, 0.1)
+    with pytest.raises(ValueError, match="`max_iters`"):
+        sinkhorn(cost, a, b, 0.1, max_iters=0)
+    with pytest.raises(ValueError, match="`tol`"):
+        sinkhorn(cost, a, b, 0.1, tol=-1.0)
+    with pytest.raises(TypeError, match="`cost`"):
+        sinkhorn(cost.astype(np.complex64), a, b, 0.1)
+
+
+def test_traced_epsilon_is_not_concretized():
+    cost, a, b = _problem(61, 3, 4, dtype=np.float32)
+    # epsilon traced under jit and grad: no float() on it, no error.
+    g = jax.jit(jax.grad(lambda e: jnp.sum(sinkhorn(cost, a, b, e).plan * cost)))(jnp.float32(0.2))
+    assert np.isfinite(float(g))
+    # equal masses: no warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sinkhorn(cost, a, b, 0.2)

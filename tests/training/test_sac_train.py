@@ -1,0 +1,135 @@
+"""Tests for jaxstab.training.sac: terminal handling, compiled loop, vmap, Pendulum learning."""
+
+import gymnax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import struct
+from gymnax.environments import environment, spaces
+
+from jaxstab.agents.sac import SACConfig, default_hparams
+from jaxstab.training.sac import make_train
+
+
+@struct.dataclass
+class CounterState(environment.EnvState):
+    pos: jax.Array
+
+
+@struct.dataclass
+class CounterParams(environment.EnvParams):
+    max_steps_in_episode: int = 5
+
+
+class CounterEnv(environment.Environment):
+    """pos starts in {-3,...,0}, +1 per step, reward 1; TERMINATES at pos == 3; truncates at t=5.
+
+    Episodes from -3 run 5 steps and are truncated at pos 2 (not terminal); from -2..0 they
+    terminate at pos 3 after 5, 4, 3 steps.
+    """
+
+    @property
+    def default_params(self):
+        return CounterParams()
+
+    def step_env(self, key, state, action, params):
+        pos = state.pos + 1
+        new = CounterState(time=state.time + 1, pos=pos)
+        obs = jnp.array([pos], jnp.float32)
+        return obs, new, jnp.ones((), jnp.float32) + 0.0 * jnp.sum(action), pos >= 3, {}
+
+    def reset_env(self, key, params):
+        pos = -jax.random.randint(key, (), 0, 4)
+        return jnp.array([pos], jnp.float32), CounterState(time=0, pos=pos)
+
+    def action_space(self, params=None):
+        return spaces.Box(-1.0, 1.0, (1,))
+
+    def observation_space(self, params):
+        return spaces.Box(-10.0, 10.0, (1,))
+
+
+def _small_cfg(**kw):
+    base = dict(hidden_sizes=(16,), batch_size=32, buffer_size=256, warmup_steps=64,
+                total_steps=128, eval_interval=64, eval_episodes=8, num_envs=4)
+    base.update(kw)
+    return SACConfig(**base)
+
+
+def test_buffer_stores_final_observation_and_terminated_only():
+    env = CounterEnv()
+    params = env.default_params
+    cfg = _small_cfg()
+    train = jax.jit(make_train(cfg, env, params))
+    out = train(jax.random.key(0), default_hparams(cfg, 1))
+    buf = out.state.buffer
+    assert int(buf.size) == 128
+    obs = np.asarray(buf.data.obs)[:, 0]
+    nxt = np.asarray(buf.data.next_obs)[:, 0]
+    term = np.asarray(buf.data.terminated)
+    # next_obs is the observation the step produced (pre-reset), never the reset observation.
+    np.testing.assert_array_equal(nxt, obs + 1)
+    # terminated exactly at pos 3; truncated episodes (ending at pos 2 after 5 steps) are not.
+    np.testing.assert_array_equal(term, nxt == 3)
+    assert term.any() and (nxt == 2).any()
+    # Evaluation counts rewards until the first done: episode lengths are in {3, 4, 5}.
+    ev = np.asarray(out.eval_returns)
+    assert ev.shape == (2,) and np.all((ev >= 3) & (ev <= 5))
+    np.testing.assert_array_equal(np.asarray(out.eval_steps), [64, 128])
+    # Metrics: one entry per vectorized step; learning starts after the 16 warm-up iterations.
+    m = out.metrics
+    assert m["critic_loss"].shape == (32,)
+    np.testing.assert_array_equal(np.asarray(m["updated"]), [0.0] * 16 + [1.0] * 16)
+    assert int(out.state.agent.step) == 16
+    assert np.all(np.isfinite(np.asarray(m["critic_loss"])))
+
+
+def test_vmap_over_seeds_and_hparams_matches_single_runs():
+    env, params = gymnax.make("Pendulum-v1")
+    cfg = _small_cfg(num_envs=2, updates_per_step=2, critic="quantile", num_quantiles=5,
+                     tqc_drop=1, variance_scaling="normalize")
+    train = make_train(cfg, env, params)
+    hp = default_hparams(cfg, 1)
+    hps = jax.tree_util.tree_map(lambda x: jnp.stack([x, x]), hp)
+    hps = hps._replace(actor_lr=jnp.array([1e-3, 3e-4], jnp.float32),
+                       gamma=jnp.array([0.99, 0.9], jnp.float32))
+    keys = jax.random.split(jax.random.key(3), 2)
+    out_v = jax.jit(jax.vmap(train))(keys, hps)
+    single = jax.jit(train)
+    for i in range(2):
+        out_i = single(keys[i], jax.tree_util.tree_map(lambda x: x[i], hps))
+        np.testing.assert_allclose(out_v.eval_returns[i], out_i.eval_returns, rtol=1e-3, atol=1e-3)
+        for k in ("critic_loss", "actor_loss", "alpha", "vs_weight"):
+            np.testing.assert_allclose(out_v.metrics[k][i], out_i.metrics[k], rtol=1e-3,
+                                       atol=1e-4, err_msg=k)
+    assert out_v.metrics["critic_loss"].shape == (2, 64)
+    assert "critic_grad_norm" in out_v.metrics and "skipped_total" in out_v.metrics
+
+
+def test_make_train_validation():
+    env, params = gymnax.make("Pendulum-v1")
+    with pytest.raises(ValueError, match="multiple"):
+        make_train(_small_cfg(total_steps=130), env, params)
+    with pytest.raises(ValueError, match="eval_max_steps"):
+        make_train(_small_cfg(), env, object())
+
+
+@pytest.mark.slow
+def test_pendulum_learns_within_budget():
+    """5 vmapped seeds, 12k env steps: >= 4 seeds reach mean eval return >= -250."""
+    env, params = gymnax.make("Pendulum-v1")
+    cfg = SACConfig(hidden_sizes=(64, 64), batch_size=256, buffer_size=12_000,
+                    warmup_steps=1_000, total_steps=12_000, eval_interval=2_000,
+                    eval_episodes=10, num_envs=1)
+    hp = default_hparams(cfg, 1, actor_lr=1e-3, critic_lr=1e-3, alpha_lr=1e-3)
+    hps = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (5,)), hp)
+    out = jax.jit(jax.vmap(make_train(cfg, env, params)))(
+        jax.random.split(jax.random.key(42), 5), hps)
+    ev = np.asarray(out.eval_returns)  # [5, 6]
+    print("Pendulum eval returns per seed (every 2k steps):\n", np.round(ev, 1))
+    assert ev.shape == (5, 6)
+    assert np.all(np.asarray(out.metrics["skipped_total"][:, -1]) == 0)
+    assert int(np.sum(ev.max(axis=1) >= -250)) >= 4, ev
+    # Learned, not lucky: the last evaluation is far above a random policy (~ -1200).
+    assert int(np.sum(ev[:, -1] >= -400)) >= 4, ev
