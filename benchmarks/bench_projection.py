@@ -89,7 +89,12 @@ def main() -> None:
             extra["raw"][f"{n}/{pass_name}"] = {k: v for k, v in times.items()}
 
     faster_everywhere = all(r[7] > 1.0 for r in rows)
+    load = os.getloadavg()
+    extra["loadavg_1_5_15"] = load
     notes = (
+        f"Load average during the run (1/5/15 min): {load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f} on "
+        f"{os.cpu_count()} cores (a shared machine: absolute times are noisy, the interleaved "
+        "ratio is the number to read).\n\n"
         f"Batch {args.batch} x n, float32, jit, median (and min) of {args.repeats} interleaved "
         "repeats after warm-up; 'speedup' = optax median / jaxstab median. 'max |diff|' compares "
         "the projections (forward rows) or the gradients (fwd+bwd rows) of the two.\n\n"

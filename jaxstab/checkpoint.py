@@ -31,8 +31,10 @@ that cannot be read (missing or truncated files, unreadable metadata, a leaf who
 not match) raises :class:`CorruptCheckpointError` when asked for explicitly; when restoring the
 latest step it is reported with a :class:`CheckpointFallbackWarning`, moved aside to
 ``<directory>/corrupt-<step>-<time>`` (so that training can save that step number again) and
-the previous step is tried. A target whose structure does not match the checkpoint is a caller
-error: :class:`ValueError`, no fallback.
+the previous step is tried. orbax reads every step's metrics file when a directory is opened,
+so a step with an unreadable metrics or step-metadata JSON file is moved aside (with the same
+warning) already when :class:`Checkpointer` is constructed. A target whose structure does not
+match the checkpoint is a caller error: :class:`ValueError`, no fallback.
 
 Example:
   >>> import tempfile
@@ -371,12 +373,15 @@ class Checkpointer:
         (or ``force=True``).
       verify: check every restored leaf against its saved SHA-256.
       quarantine_corrupt: when falling back, rename the unreadable step directory to
-        ``corrupt-<step>-<time>`` so the step can be written again.
+        ``corrupt-<step>-<time>`` so the step can be written again (also done on open for
+        steps whose metrics JSON is unreadable; with False such a directory raises).
       async_save: let orbax write in a background thread (``save`` returns earlier; call
         :meth:`wait_until_finished` or :meth:`close`). Off by default.
 
     Raises:
       ValueError: for invalid options.
+      CorruptCheckpointError: if orbax cannot open the directory even after moving aside
+        steps with unreadable JSON files.
 
     Use as a context manager or call :meth:`close`.
     """
@@ -415,9 +420,47 @@ class Checkpointer:
         self.quarantine_corrupt = quarantine_corrupt
         self.async_save = async_save
         os.makedirs(self.directory, exist_ok=True)
-        self._mngr = self._make_manager()
+        try:
+            self._mngr = self._make_manager()
+        except Exception as e:  # noqa: BLE001 - orbax reads every step's metrics on open
+            # A step whose small JSON files (metrics, step metadata) are unreadable makes
+            # orbax's constructor fail for the whole directory: move such steps aside.
+            if not (self.quarantine_corrupt and self._quarantine_unreadable_json()):
+                raise CorruptCheckpointError(
+                    f"cannot open checkpoint directory {self.directory}: "
+                    f"{type(e).__name__}: {e}") from e
+            self._mngr = self._make_manager()
 
     # -- orbax plumbing
+    def _quarantine_unreadable_json(self) -> bool:
+        moved = []
+        for name in sorted(os.listdir(self.directory)):
+            step_dir = os.path.join(self.directory, name)
+            if not (name.isdigit() and os.path.isdir(step_dir)):
+                continue
+            for rel in (os.path.join("metrics", "metrics"), "_CHECKPOINT_METADATA"):
+                path = os.path.join(step_dir, rel)
+                if not os.path.exists(path):
+                    continue
+                try:
+                    with open(path, encoding="utf-8") as fh:
+                        json.load(fh)
+                except (ValueError, OSError) as e:
+                    dst = self._move_aside(int(name))
+                    warnings.warn(
+                        f"checkpoint step {name} ({step_dir}): {rel} unreadable "
+                        f"({type(e).__name__}: {e}); moved it to {dst}; the previous "
+                        "checkpoints stay usable", CheckpointFallbackWarning, stacklevel=3)
+                    moved.append(name)
+                    break
+        return bool(moved)
+
+    def _move_aside(self, step: int) -> str:
+        stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S%f")
+        dst = os.path.join(self.directory, f"corrupt-{step}-{stamp}")
+        os.replace(self.step_path(step), dst)
+        return dst
+
     def _score(self, metrics: Any) -> float:
         worst = -math.inf if self.best_mode == "max" else math.inf
         try:
@@ -570,11 +613,8 @@ class Checkpointer:
                                   metrics=self.metrics(step))
 
     def _quarantine(self, step: int) -> str | None:
-        src = self.step_path(step)
-        stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S%f")
-        dst = os.path.join(self.directory, f"corrupt-{step}-{stamp}")
         try:
-            os.replace(src, dst)
+            dst = self._move_aside(step)
         except OSError:
             return None
         self._mngr.reload()

@@ -322,6 +322,31 @@ def test_silently_altered_arrays_fail_sha_and_fall_back(tmp_path):
         _assert_tree_equal(ckpt.restore(_state(0)).state, _state(99))
 
 
+def test_corrupt_metrics_file_is_moved_aside_on_open(tmp_path):
+    d = str(tmp_path / "run")
+    with Checkpointer(d, best_metric="reward") as ckpt:
+        for s in (1, 2, 3):
+            ckpt.save(s, _state(s), metrics={"reward": float(s)})
+    with open(os.path.join(d, "3", "metrics", "metrics"), "r+b") as fh:
+        fh.truncate(3)
+    with pytest.warns(CheckpointFallbackWarning, match=r"step 3 .*metrics.*unreadable"):
+        ckpt = Checkpointer(d, best_metric="reward")
+    with ckpt:
+        assert ckpt.all_steps() == [1, 2] and ckpt.best_step() == 2
+        out = ckpt.restore(_state(0))
+        assert out.step == 2 and out.metrics == {"reward": 2.0}
+        _assert_tree_equal(out.state, _state(2))
+
+
+def test_async_save_roundtrip(tmp_path):
+    with Checkpointer(tmp_path, max_to_keep=2, async_save=True) as ckpt:
+        for s in range(4):
+            ckpt.save(s, _state(s))
+        out = ckpt.restore(_state(0))      # waits for the pending write
+        assert out.step == 3 and ckpt.all_steps() == [2, 3]
+        _assert_tree_equal(out.state, _state(3))
+
+
 @_ORBAX_LOOP_NOISE
 def test_all_corrupt_raises_listing_every_step(tmp_path):
     d = str(tmp_path / "run")

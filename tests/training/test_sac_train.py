@@ -65,9 +65,9 @@ def test_buffer_stores_final_observation_and_terminated_only():
     out = train(jax.random.key(0), default_hparams(cfg, 1))
     buf = out.state.buffer
     assert int(buf.size) == 128
-    obs = np.asarray(buf.data.obs)[:, 0]
-    nxt = np.asarray(buf.data.next_obs)[:, 0]
-    term = np.asarray(buf.data.terminated)
+    obs = np.asarray(buf.data.obs)[:128, 0]
+    nxt = np.asarray(buf.data.next_obs)[:128, 0]
+    term = np.asarray(buf.data.terminated)[:128]
     # next_obs is the observation the step produced (pre-reset), never the reset observation.
     np.testing.assert_array_equal(nxt, obs + 1)
     # terminated exactly at pos 3; truncated episodes (ending at pos 2 after 5 steps) are not.
@@ -133,3 +133,54 @@ def test_pendulum_learns_within_budget():
     assert int(np.sum(ev.max(axis=1) >= -250)) >= 4, ev
     # Learned, not lucky: the last evaluation is far above a random policy (~ -1200).
     assert int(np.sum(ev[:, -1] >= -400)) >= 4, ev
+
+
+@struct.dataclass
+class BanditParams(environment.EnvParams):
+    max_steps_in_episode: int = 10
+
+
+class SimplexBandit(environment.Environment):
+    """Constant observation; action = portfolio weights w on the simplex; reward = w . mu."""
+
+    MU = (0.0, 1.0, 0.3, 0.2)
+
+    @property
+    def default_params(self):
+        return BanditParams()
+
+    def step_env(self, key, state, action, params):
+        reward = jnp.dot(action, jnp.asarray(self.MU, jnp.float32))
+        new = environment.EnvState(time=state.time + 1)
+        return jnp.ones((1,), jnp.float32), new, reward, jnp.zeros((), bool), {}
+
+    def reset_env(self, key, params):
+        return jnp.ones((1,), jnp.float32), environment.EnvState(time=0)
+
+    def action_space(self, params=None):
+        return spaces.Box(0.0, 1.0, (len(self.MU),))
+
+    def observation_space(self, params):
+        return spaces.Box(0.0, 1.0, (1,))
+
+
+@pytest.mark.parametrize("policy", ["projected_gaussian", "logistic_normal"])
+def test_simplex_policy_learns_best_asset(policy):
+    env = SimplexBandit()
+    params = env.default_params
+    cfg = SACConfig(hidden_sizes=(32,), batch_size=64, buffer_size=3000, warmup_steps=256,
+                    total_steps=3000, eval_interval=1000, eval_episodes=2, policy=policy,
+                    num_envs=1)
+    hp = default_hparams(cfg, 4, gamma=0.5, actor_lr=3e-3, critic_lr=3e-3, alpha_lr=3e-3,
+                         init_log_alpha=-3.0)
+    out = jax.jit(make_train(cfg, env, params))(jax.random.key(0), hp)
+    from jaxstab.agents.sac import make_sac_actor
+
+    _, mode, _ = make_sac_actor(4, cfg)
+    w = np.asarray(mode(out.state.agent.actor_params, jnp.ones((1, 1), jnp.float32)))[0]
+    ev = np.asarray(out.eval_returns)
+    print(policy, "weights", np.round(w, 3), "eval", np.round(ev, 2))
+    assert abs(w.sum() - 1) < 1e-5 and np.all(w >= 0)
+    assert int(np.argmax(w)) == 1 and w[1] > 0.5
+    # Returns per episode (10 steps): uniform weights give 3.75, all-in on the best asset 10.
+    assert ev[-1] > 6.0
