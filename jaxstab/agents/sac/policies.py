@@ -29,10 +29,14 @@ log-probability (and hence "entropy" ``H = -E[log pi]``) means differs:
   Lebesgue measure on the first ``n - 1`` coordinates ``(a_1..a_{n-1})`` of the open simplex is
   ``log pi(a) = log N(u; mean, sigma) - sum_{i=1}^{n} log a_i`` (Aitchison & Shen 1980; the
   Jacobian of ``a -> u`` has determinant ``1 / prod_{i=1}^n a_i``). Entropy is the differential
-  entropy on that (n-1)-dimensional chart; its maximum, the uniform distribution, is
-  ``log(1/(n-1)!)``. Near the centre ``a ~ 1/n`` a latent std ``s`` moves each weight by about
-  ``s`` of its size, so the default target is
-  ``H* = (n-1)(0.5 log(2 pi e) + log relative_scale) + n log n``.
+  entropy on that (n-1)-dimensional chart: ``H(a) = H(u) + E[sum_i log a_i]``. Its maximum,
+  the uniform distribution on the simplex, is ``log(1/(n-1)!)`` (so targets above that are
+  unreachable and drive alpha to infinity). Near the centre ``a ~ 1/n`` a latent std ``s``
+  moves each weight by about ``s`` of its size, so the default target is the entropy of that
+  distribution centred at the uniform allocation (to leading order in ``s``):
+  ``H* = (n-1)(0.5 log(2 pi e) + log relative_scale) - n log n``. Note that ``H(a)`` depends on
+  the location: a concentrated allocation has much lower entropy than a diversified one with the
+  same latent noise, so the entropy bonus also favours diversification.
 
 The deterministic ("mode") action used for evaluation maps the latent mean through the same
 squashing (for the logistic normal this is the median-like image of the mean, not the density's
@@ -188,7 +192,7 @@ def default_target_entropy(kind: str, action_dim: int,
     - ``projected_gaussian``: ``n (0.5 log(2 pi e) + log(relative_scale / n))`` (latent sigma
       ``relative_scale / n``, relative to weights of size ``1/n``). The seed's ``-n`` is available
       by passing ``target_entropy=-n`` in the hyperparameters.
-    - ``logistic_normal``: ``(n-1)(0.5 log(2 pi e) + log relative_scale) + n log n``.
+    - ``logistic_normal``: ``(n-1)(0.5 log(2 pi e) + log relative_scale) - n log n``.
 
     Args:
       kind: policy kind.
@@ -211,7 +215,7 @@ def default_target_entropy(kind: str, action_dim: int,
         return -float(n)
     if kind == "projected_gaussian":
         return n * (half_log_2pie + math.log(relative_scale / n))
-    return (n - 1) * (half_log_2pie + math.log(relative_scale)) + n * math.log(n)
+    return (n - 1) * (half_log_2pie + math.log(relative_scale)) - n * math.log(n)
 
 
 __all__ = ["DEFAULT_RELATIVE_SCALE", "POLICY_KINDS", "Policy", "default_target_entropy",
