@@ -20,11 +20,15 @@ shared. Run: ``python benchmarks/bench_sinkhorn.py [--quick]``.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import sys
 import time
 
-import _common  # noqa: F401  (imports jaxstab first: CPU guard)
-from _common import compiled_memory_bytes, write_results
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks._common import (  # noqa: E402  (imports jaxstab first: CPU guard)
+    compiled_memory_bytes, markdown_table, write_results)
 
 import jax
 import jax.numpy as jnp
@@ -194,12 +198,9 @@ def main():
         f"{unr_ratio:.1f}x. Time '-' = not executed (compiled footprint above "
         f"{MEMORY_RUN_LIMIT / 2**30:.0f} GiB on a shared machine)."
     )
-    write_results("bench_sinkhorn_iterations",
-                  "Sinkhorn gradients: implicit vs unrolled, by iteration count",
-                  ["iterations", "mode", "fwd+bwd ms", "compiled MiB"],
-                  [(n, mode, "-" if t is None else t, mm) for n, mode, t, mm in it_rows],
-                  notes=it_notes,
-                  extra={"memory_ratio_implicit": imp_ratio, "memory_ratio_unrolled": unr_ratio})
+    it_table = markdown_table(["iterations", "mode", "fwd+bwd ms", "compiled MiB"],
+                              [(n, mode, "-" if t is None else t, mm)
+                               for n, mode, t, mm in it_rows])
 
     rows, speeds = [], {}
     for m in sizes:
@@ -218,11 +219,22 @@ def main():
             f"- m=M={m}: ott-jax time / jaxstab time: fwd {s['fwd']:.2f}x, bwd {s['bwd']:.2f}x, "
             f"fwd+bwd {s['fwd+bwd']:.2f}x (targets: >= 1x, >= 5x, >= 1.5x)."
             for m, s in speeds.items())
+        + "\n\n## Implicit vs unrolled gradients, by iteration count\n\n" + it_table + "\n\n"
+        + it_notes
     )
-    write_results("bench_sinkhorn", "Sinkhorn: jaxstab vs ott-jax at equal tolerance",
-                  ["m=M", "impl", "fwd ms", "bwd ms", "fwd+bwd ms", "max iters used",
-                   "row marg err", "col marg err", "grad err vs f64", "grad agreement"],
-                  rows, notes=notes, extra={"speedups": {str(k): v for k, v in speeds.items()}})
+    columns = ["m=M", "impl", "fwd ms", "bwd ms", "fwd+bwd ms", "max iters used",
+               "row marg err", "col marg err", "grad err vs f64", "grad agreement"]
+    if args.quick:  # CI-sized check: print only, keep the committed full-size results
+        print(markdown_table(columns, rows) + "\n\n" + notes)
+        return
+    write_results("bench_sinkhorn", "Sinkhorn: jaxstab vs ott-jax at equal tolerance", columns,
+                  rows, notes=notes,
+                  extra={"speedups": {str(k): v for k, v in speeds.items()},
+                         "iterations_table": {"columns": ["iterations", "mode", "fwd+bwd ms",
+                                                          "compiled MiB"],
+                                              "rows": [list(r) for r in it_rows]},
+                         "memory_ratio_implicit": imp_ratio,
+                         "memory_ratio_unrolled": unr_ratio})
 
 
 if __name__ == "__main__":

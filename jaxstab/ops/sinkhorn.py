@@ -50,7 +50,8 @@ class SinkhornOutput(NamedTuple):
         equal the (rescaled) ``b`` to rounding, its row sums equal ``a`` up to ``error``.
       f: [..., m] dual potential of ``a``, gauge fixed so that ``mean(f) == 0``.
       g: [..., M] dual potential of ``b`` (same gauge).
-      iterations: [...] int32, number of (f, g) updates performed for each problem.
+      iterations: [...] int32, number of (f, g) update pairs performed for each problem (the
+        final Newton polish of ``implicit=True`` is not counted).
       converged: [...] bool, ``error <= tol``.
       error: [...] relative L1 row-marginal error ``||P 1 - a||_1 / ||a||_1`` of the returned
         plan (not differentiated: its gradient is zero).
@@ -366,7 +367,11 @@ def sinkhorn(cost: jax.Array, a: jax.Array, b: jax.Array, epsilon: float | jax.A
 
     until the relative L1 error of the row marginal, ``||P 1 - a||_1 / ||a||_1`` (column sums
     are exact after each g update), is ``<= tol`` or ``max_iters`` updates were made. In a batch
-    each problem stops (is frozen) on its own.
+    each problem stops (is frozen) on its own. With ``implicit=True`` the loop is followed by one
+    Newton step on the optimality conditions (the same dense solve as the backward pass, then one
+    ordinary update), kept only if it lowers the error: it typically takes the error from ``tol``
+    to near rounding level, which makes float32 gradients accurate at small ``epsilon``.
+    ``error`` and ``converged`` describe the returned plan.
 
     Unequal masses: ``b`` is rescaled to the mass of ``a`` (``b * sum(a) / sum(b)``, also in the
     gradients); with concrete inputs a warning is issued when the masses differ.
@@ -405,7 +410,8 @@ def sinkhorn(cost: jax.Array, a: jax.Array, b: jax.Array, epsilon: float | jax.A
     Raises:
       ValueError: bad shapes of ``cost``, ``a``, ``b`` or ``epsilon``; non-positive or
         non-finite marginals, non-finite ``cost``, ``epsilon <= 0`` (checked when the values
-        are concrete); ``max_iters < 1``; negative ``tol``.
+        are concrete; traced bad values give NaN outputs and ``converged == False``);
+        ``max_iters < 1``; negative ``tol``.
       TypeError: non-numeric inputs.
 
     References:

@@ -20,7 +20,20 @@ observation instead (documented fallback: truncated steps then bootstrap from th
 Episode returns (raw rewards, before any normalization) are accumulated per environment and
 reported per update as the mean over the episodes completed in that rollout
 (``metrics["episode_return"]``, with ``metrics["episodes"]`` the count; 0 when none completed),
-the PureJaxRL measure.
+the PureJaxRL measure. :func:`make_evaluate` gives a deterministic evaluation instead.
+
+Reward normalization (``cfg.reward_norm``): :func:`jaxstab.normalization.reward_normalizer_update`
+per environment (SB3 VecNormalize semantics, reset on ``terminated | truncated``); GAE and the
+value targets use the normalized rewards, the reported returns the raw ones.
+
+Rollback (``cfg.rollback``, :mod:`jaxstab.training.rollback`): the parameters produced by
+update ``k`` are judged after they collected rollout ``k + 1``, with update ``k``'s total loss,
+its KL(before || after) on its own batch (k3 mean) and the *mean raw reward per step* of the new
+rollout (always defined, unlike a per-episode return when no episode ended in the rollout). On a
+trigger (non-finite, KL > ``rollback_kl``, loss spike, reward drop) the last good
+``(params, opt_state)`` is restored and update ``k + 1`` is skipped (its rollout came from the
+rejected parameters); the next rollout is collected with the restored parameters. Everything is
+``jnp.where`` on the carried state, so it works per seed under ``vmap``.
 """
 
 from __future__ import annotations
@@ -346,3 +359,62 @@ def make_train(
         return jax.lax.scan(update_step, runner, None, length=cfg.num_updates)
 
     return train
+
+
+def make_evaluate(
+    cfg: PPOConfig,
+    env: Any,
+    env_params: Any,
+    *,
+    num_envs: int = 8,
+    max_steps: int | None = None,
+) -> Callable[[Any, jax.Array], jax.Array]:
+    """Deterministic evaluation: ``evaluate(params, key) -> returns [num_envs]``.
+
+    Runs one episode per environment with the policy's mode (argmax of the logits; the Gaussian
+    mean, clipped or tanh-squashed to the action bounds) and returns the undiscounted sum of
+    rewards up to the first ``terminated | truncated``. Pure; ``vmap`` it over seeds' params.
+
+    Args:
+      cfg: the :class:`PPOConfig` the parameters were trained with.
+      env, env_params: gymnax environment and parameters.
+      num_envs: episodes evaluated in parallel.
+      max_steps: scan length; default ``env_params.max_steps_in_episode`` (episodes still
+        running at the end are cut there).
+
+    Returns:
+      ``evaluate(params, key) -> [num_envs] float32`` episode returns.
+
+    Raises:
+      ValueError: if ``max_steps`` is not given and ``env_params`` has no
+        ``max_steps_in_episode``.
+    """
+    obs_dim, action_dim, low, high = _env_dims(cfg, env, env_params)
+    nets = networks_from_config(cfg, obs_dim, action_dim)
+    if max_steps is None:
+        if not hasattr(env_params, "max_steps_in_episode"):
+            raise ValueError("max_steps must be given for an env without max_steps_in_episode")
+        max_steps = int(env_params.max_steps_in_episode)
+    kind = cfg.policy_kind
+
+    def evaluate(params: Any, key: jax.Array) -> jax.Array:
+        k_reset, k_run = jax.random.split(key)
+        obs, state = jax.vmap(env.reset, in_axes=(0, None))(
+            jax.random.split(k_reset, num_envs), env_params)
+
+        def step(carry, k):
+            obs, state, ret, alive = carry
+            pout, _ = nets.apply(params, jnp.reshape(obs, (num_envs, obs_dim)).astype(jnp.float32))
+            raw = jnp.argmax(pout.loc, axis=-1) if kind == "discrete" else pout.loc
+            a = env_action(kind, raw, low, high)
+            obs, state, r, term, trunc, _ = jax.vmap(env.step, in_axes=(0, 0, 0, None))(
+                jax.random.split(k, num_envs), state, a, env_params)
+            ret = ret + jnp.where(alive, r.astype(jnp.float32), 0.0)
+            alive = alive & ~(term.astype(bool) | trunc.astype(bool))
+            return (obs, state, ret, alive), None
+
+        init = (obs, state, jnp.zeros((num_envs,), jnp.float32), jnp.ones((num_envs,), bool))
+        (_, _, ret, _), _ = jax.lax.scan(step, init, jax.random.split(k_run, max_steps))
+        return ret
+
+    return evaluate

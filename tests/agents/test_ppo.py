@@ -366,3 +366,15 @@ def test_config_and_input_errors():
         ppo.update(state, batch, {"lr": 1.0}, jax.random.key(0))
     with pytest.raises(ValueError, match="obs_dim"):
         nets.apply(state.params, jnp.zeros((2, OBS_DIM + 1)))
+
+
+def test_env_action_mapping():
+    raw = jnp.array([[-100.0, 0.0], [0.5, 100.0]], jnp.float32)
+    low, high = jnp.array([-2.0, 0.0]), jnp.array([2.0, 1.0])
+    np.testing.assert_allclose(N.env_action("gaussian", raw, low, high),
+                               [[-2.0, 0.0], [0.5, 1.0]])
+    t = np.tanh(np.asarray(raw))
+    ref = np.array([-2.0, 0.0]) + (t + 1) * np.array([4.0, 1.0]) / 2
+    np.testing.assert_allclose(N.env_action("tanh_gaussian", raw, low, high), ref, rtol=1e-6)
+    a = jnp.array([1, 0], jnp.int32)
+    assert N.env_action("discrete", a) is a

@@ -14,6 +14,9 @@ from hypothesis import given, settings, strategies as st
 from jaxstab.ops.sinkhorn import SinkhornOutput, default_tolerance, sinkhorn
 
 
+_jit_sinkhorn = jax.jit(sinkhorn, static_argnames=("max_iters", "tol", "implicit"))
+
+
 def _problem(seed: int, m: int, big_m: int, batch: tuple[int, ...] = (), dtype=np.float64):
     rng = np.random.default_rng(seed)
     cost = rng.uniform(0.0, 1.0, size=batch + (m, big_m))
@@ -98,18 +101,18 @@ def test_marginals_error_and_flags(x64):
         rtol=1e-12)
 
 
-@settings(max_examples=15, deadline=None)
-@given(seed=st.integers(0, 10_000), m=st.integers(1, 12), big_m=st.integers(1, 12),
+@settings(max_examples=12, deadline=None)
+@given(seed=st.integers(0, 10_000), m=st.sampled_from([1, 3, 8]), big_m=st.sampled_from([2, 8]),
        eps=st.sampled_from([0.05, 0.2, 1.0]))
 def test_marginals_property(seed, m, big_m, eps):
     cost, a, b = _problem(seed, m, big_m, dtype=np.float32)
-    out = sinkhorn(cost, a, b, eps)
-    if bool(out.converged):
-        plan = np.asarray(out.plan, np.float64)
-        assert np.abs(plan.sum(1) - a).sum() / a.sum() <= 2 * default_tolerance(np.float32)
-        np.testing.assert_allclose(plan.sum(0), b, rtol=1e-4, atol=1e-7)
-    assert np.all(np.isfinite(out.plan))
-    assert bool(out.converged) == (float(out.error) <= default_tolerance(np.float32))
+    out = _jit_sinkhorn(cost, a, b, eps)
+    tol = default_tolerance(np.float32)
+    assert bool(out.converged)
+    plan = np.asarray(out.plan, np.float64)
+    assert np.abs(plan.sum(1) - a).sum() / a.sum() <= 2 * tol
+    np.testing.assert_allclose(plan.sum(0), b, rtol=1e-4, atol=1e-7)
+    assert np.all(np.isfinite(out.plan)) and np.all(plan >= 0)
 
 
 def test_nonconvergence_reported(x64):
@@ -163,7 +166,7 @@ def test_vmap_equals_batched_and_jit_equals_eager():
                                        rtol=2e-5, atol=1e-7, err_msg=name)
     # Python loop over the batch
     for i in range(5):
-        single = sinkhorn(cost[i], a[i], b[i], 0.1)
+        single = _jit_sinkhorn(cost[i], a[i], b[i], 0.1)
         np.testing.assert_allclose(batched.plan[i], single.plan, rtol=2e-5, atol=1e-7)
         assert int(batched.iterations[i]) == int(single.iterations)
     # Several leading batch dims
@@ -177,7 +180,7 @@ def test_vmap_over_epsilon_and_grad_under_jit():
     epss = jnp.asarray([0.05, 0.1, 0.5], jnp.float32)
     outs = jax.vmap(lambda e: sinkhorn(cost, a, b, e).plan)(epss)
     for i, e in enumerate([0.05, 0.1, 0.5]):
-        np.testing.assert_allclose(outs[i], sinkhorn(cost, a, b, e).plan, rtol=1e-5, atol=1e-8)
+        np.testing.assert_allclose(outs[i], _jit_sinkhorn(cost, a, b, e).plan, rtol=1e-5, atol=1e-8)
     loss = lambda c, e: jnp.sum(sinkhorn(c, a, b, e).plan * c)  # noqa: E731
     g_eager = jax.grad(loss, argnums=(0, 1))(jnp.asarray(cost), jnp.float32(0.1))
     g_jit = jax.jit(jax.grad(loss, argnums=(0, 1)))(jnp.asarray(cost), jnp.float32(0.1))
@@ -199,66 +202,68 @@ def test_dtype_preserved(dtype, x64, strict_dtypes):
 # ------------------------------------------------------------------------------ gradients
 
 
-def _losses(m, big_m, seed):
+def _loss_weights(m, big_m, seed):
     rng = np.random.default_rng(seed + 100)
-    w = rng.normal(size=(m, big_m))
-    wf = rng.normal(size=m)
-    wg = rng.normal(size=big_m)
-
-    def plan_loss(out):
-        return jnp.sum(w * out.plan)
-
-    def potential_loss(out):
-        return jnp.sum(wf * out.f) + jnp.sum(wg * out.g)
-
-    return {"plan": plan_loss, "potentials": potential_loss}
+    return rng.normal(size=(m, big_m)), rng.normal(size=m), rng.normal(size=big_m)
 
 
-GRAD_CASES = [(3, 3, 0.05), (3, 5, 1.0), (6, 4, 0.1), (8, 8, 0.05), (12, 7, 1.0), (32, 17, 0.1),
-              (17, 32, 0.05)]
+def _two_losses(out, weights):
+    """[loss of the plan, loss of the potentials] (each tested separately)."""
+    w, wf, wg = (jnp.asarray(x, out.plan.dtype) for x in weights)
+    return jnp.stack([jnp.sum(w * out.plan), jnp.sum(wf * out.f) + jnp.sum(wg * out.g)])
+
+
+# (m, M, eps): sizes 3..32, both m < M and m > M, eps in {0.05, 0.1, 1.0}.
+GRAD_CASES = [(3, 3, 0.05), (6, 4, 0.1), (12, 7, 1.0), (32, 17, 0.1), (17, 32, 0.05)]
 
 
 @pytest.mark.parametrize("m,big_m,eps", GRAD_CASES)
 def test_gradients_vs_finite_differences(x64, m, big_m, eps):
     cost, a, b = _problem(10 + m + big_m, m, big_m)
+    weights = _loss_weights(m, big_m, m)
     rng = np.random.default_rng(m * big_m)
     h = 1e-6
-    for lname, lfun in _losses(m, big_m, m).items():
 
-        def loss(c, x, y, e):
-            return lfun(sinkhorn(c, x, y, e, tol=1e-14, max_iters=100000))
+    @jax.jit
+    def losses(c, x, y, e):
+        return _two_losses(sinkhorn(c, x, y, e, tol=1e-14, max_iters=100000), weights)
 
-        grads = jax.grad(loss, argnums=(0, 1, 2, 3))(cost, a, b, jnp.float64(eps))
-        args = [cost, a, b, eps]
-        for i in range(4):
-            directions = [rng.normal(size=np.shape(args[i]))]
-            if i in (1, 2):  # zero-sum (on the simplex) and mass-changing directions
-                d0 = directions[0] - directions[0].mean()
-                directions = [d0, np.abs(directions[0]) * args[i]]
-            for d in directions:
-                step = h * eps if i == 3 else h
-                plus = list(args)
-                minus = list(args)
-                plus[i] = args[i] + step * d
-                minus[i] = args[i] - step * d
-                fd = (float(loss(*plus)) - float(loss(*minus))) / (2 * step)
-                an = float(np.sum(np.asarray(grads[i]) * d))
-                scale = max(abs(fd), 1e-3 * np.linalg.norm(np.asarray(grads[i])) * np.linalg.norm(d))
-                assert abs(fd - an) <= 1e-6 * scale, (lname, i, fd, an)
+    out = sinkhorn(cost, a, b, eps, tol=1e-14, max_iters=100000)
+    assert bool(out.converged)
+    jac = jax.jit(jax.jacrev(losses, argnums=(0, 1, 2, 3)))(cost, a, b, jnp.float64(eps))
+    args = [cost, a, b, eps]
+    for i in range(4):
+        directions = [rng.normal(size=np.shape(args[i]))]
+        if i in (1, 2):  # a zero-sum (simplex-tangent) and a mass-changing direction
+            directions = [directions[0] - directions[0].mean(), np.abs(directions[0]) * args[i]]
+        for d in directions:
+            step = h * eps if i == 3 else h
+            plus, minus = list(args), list(args)
+            plus[i] = args[i] + step * d
+            minus[i] = args[i] - step * d
+            fd = (np.asarray(losses(*plus)) - np.asarray(losses(*minus))) / (2 * step)
+            an = np.tensordot(np.asarray(jac[i]), d, axes=d.ndim)
+            for k, lname in enumerate(("plan", "potentials")):
+                full = np.linalg.norm(np.asarray(jac[i])[k]) * np.linalg.norm(d)
+                scale = max(abs(fd[k]), 1e-3 * full)
+                assert abs(fd[k] - an[k]) <= 1e-6 * scale, (lname, i, fd[k], an[k])
 
 
 @pytest.mark.parametrize("m,big_m,eps", [(3, 4, 0.05), (9, 6, 0.1), (16, 16, 1.0)])
 def test_implicit_vs_unrolled_at_convergence(x64, m, big_m, eps):
     cost, a, b = _problem(20 + m, m, big_m)
-    for lname, lfun in _losses(m, big_m, 1).items():
-        def loss(c, x, y, e, implicit):
-            return lfun(sinkhorn(c, x, y, e, tol=1e-14, max_iters=3000, implicit=implicit))
+    weights = _loss_weights(m, big_m, 1)
 
-        g_imp = jax.grad(loss, argnums=(0, 1, 2, 3))(cost, a, b, jnp.float64(eps), True)
-        g_unr = jax.jit(jax.grad(loss, argnums=(0, 1, 2, 3)), static_argnums=4)(
-            cost, a, b, jnp.float64(eps), False)
-        for i, (x, y) in enumerate(zip(g_imp, g_unr)):
-            assert _rel(x, y) <= 1e-6, (lname, i, _rel(x, y))
+    def losses(c, x, y, e, implicit):
+        out = sinkhorn(c, x, y, e, tol=1e-14, max_iters=3000, implicit=implicit)
+        return _two_losses(out, weights)
+
+    jac = jax.jit(jax.jacrev(losses, argnums=(0, 1, 2, 3)), static_argnums=4)
+    j_imp = jac(cost, a, b, jnp.float64(eps), True)
+    j_unr = jac(cost, a, b, jnp.float64(eps), False)
+    for i, (x, y) in enumerate(zip(j_imp, j_unr)):
+        for k in range(2):
+            assert _rel(x[k], y[k]) <= 1e-6, (k, i, _rel(x[k], y[k]))
 
 
 def test_design_formula_for_plan_gradient(x64):
@@ -312,19 +317,21 @@ def test_unrolled_truncated_matches_finite_differences(x64):
 
 @pytest.mark.parametrize("m,big_m,eps", [(8, 8, 0.01), (16, 24, 0.01), (32, 32, 0.01), (12, 9, 0.1)])
 def test_float32_gradients_accurate(m, big_m, eps):
+    """Default float32 tolerance: gradients within 1e-4 (relative norm) of float64."""
     cost, a, b = _problem(40 + m, m, big_m)
-    losses = _losses(m, big_m, 2)
+    weights = _loss_weights(m, big_m, 2)
 
     def loss(c, x, y, e):
         out = sinkhorn(c, x, y, e, max_iters=20000)
-        return losses["plan"](out) + losses["potentials"](out), out
+        return jnp.sum(_two_losses(out, weights)), out
+
+    def grad(*args):
+        return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2, 3), has_aux=True))(*args)
 
     with jax.enable_x64(True):
-        _, g64 = jax.value_and_grad(loss, argnums=(0, 1, 2, 3), has_aux=True)(
-            cost, a, b, jnp.float64(eps))
+        _, g64 = grad(cost, a, b, jnp.float64(eps))
         g64 = [np.asarray(x) for x in g64]
-    (_, out32), g32 = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2, 3), has_aux=True))(
-        *(jnp.asarray(x, jnp.float32) for x in (cost, a, b, eps)))
+    (_, out32), g32 = grad(*(jnp.asarray(x, jnp.float32) for x in (cost, a, b, eps)))
     assert bool(out32.converged)
     for i, (x, y) in enumerate(zip(g32, g64)):
         assert x.dtype == jnp.float32

@@ -202,14 +202,15 @@ def env_action(policy_kind: str, raw_action: jax.Array, low: Any = None,
     if policy_kind == "gaussian":
         if low is None:
             return raw_action
-        return jnp.clip(raw_action, jnp.asarray(low, raw_action.dtype),
-                        jnp.asarray(high, raw_action.dtype))
+        lo = jnp.broadcast_to(jnp.asarray(low, raw_action.dtype), raw_action.shape)
+        hi = jnp.broadcast_to(jnp.asarray(high, raw_action.dtype), raw_action.shape)
+        return jnp.clip(raw_action, lo, hi)
     if policy_kind == "tanh_gaussian":
         t = jnp.tanh(raw_action)
         if low is None:
             return t
-        lo = jnp.asarray(low, raw_action.dtype)
-        hi = jnp.asarray(high, raw_action.dtype)
+        lo = jnp.broadcast_to(jnp.asarray(low, raw_action.dtype), raw_action.shape)
+        hi = jnp.broadcast_to(jnp.asarray(high, raw_action.dtype), raw_action.shape)
         return lo + (t + 1.0) * (hi - lo) * 0.5
     raise ValueError(f"policy_kind must be one of {POLICY_KINDS}, got {policy_kind!r}")
 

@@ -77,7 +77,9 @@ class PPOConfig:
       early_stopping: SB3 early stopping at ``1.5 * target_kl`` (off by default, like SB3's
         ``target_kl=None``).
       clamp_log_ratio: clamp the log-ratio to ``+-logratio_clip`` before ``exp``.
-      value_clipping: PPO2 value clipping (off by default).
+      value_clipping: PPO2 value clipping around the rollout value with ``vf_clip_eps`` (off by
+        default, as DESIGN.md asks; note PureJaxRL's CartPole recipe has it on, and on CartPole
+        with that recipe it mattered in our runs: see ``tests/training/test_ppo_train.py``).
       skip_nonfinite: skip (and count) a minibatch step whose loss or gradients are non-finite.
       lr_schedule: ``"constant"``, ``"linear"``, ``"cosine"`` or ``"exponential"`` from ``lr`` to
         ``lr_end`` over ``num_updates`` updates (constant within an update, as PureJaxRL), or
@@ -331,7 +333,8 @@ def _schedule_value(kind: str, init: jax.Array, end: jax.Array, step: jax.Array,
         return end + (init - end) * f
     if kind == "exponential":
         p = 1.0 - S.lr_schedule("linear", 1.0, decay_steps=n, end_value=0.0)(step)
-        return init * jnp.exp(p * (jnp.log(end) - jnp.log(init)))
+        # p = 0 gives init even if end = 0 (where 0 * log(0) would be NaN)
+        return jnp.where(p > 0, init * jnp.exp(p * (jnp.log(end) - jnp.log(init))), init)
     if kind == "step":
         return init * S.lr_schedule("step", 1.0, decay_rate=decay_rate, step_size=step_size)(step)
     raise ValueError(f"unknown schedule {kind!r}")
