@@ -12,8 +12,9 @@ marginal drops below ``tol``. Two ways to differentiate it are offered:
 * ``implicit=True`` (default): a ``jax.custom_vjp`` around the fixed-point map
   ``(C, log a, log b, eps) -> (f, g)``. The backward pass solves the linearized optimality
   conditions once (dense Schur complement + Cholesky, see :func:`_solve_adjoint`) and pulls the
-  solution back through the optimality conditions with ``jax.vjp``, giving exact gradients with
-  respect to ``cost``, ``a``, ``b`` and ``epsilon``. Memory is flat in the number of iterations.
+  solution back through the optimality conditions (their VJP, written out), giving exact
+  gradients with respect to ``cost``, ``a``, ``b`` and ``epsilon``. Memory is flat in the number
+  of iterations. The forward ends with one Newton polish step (same dense solve).
   The gradient is that of the *converged* solution; check ``converged``.
 * ``implicit=False``: reverse-mode autodiff through a fixed-trip-count ``lax.scan`` of
   ``max_iters`` iterations (elements that reached ``tol`` are frozen by masking). This is the
@@ -179,12 +180,6 @@ def _solve_scan(max_iters: int, tol: float, cost, loga, logb, eps):
     return s.u * eps, s.v * eps, s.iterations, error <= tol, error
 
 
-def _residual(f, g, cost, loga, logb, eps):
-    """Optimality conditions R(f, g; C, log a, log b, eps) = (log a - log r, log b - log c)."""
-    z = (f[:, None] + g[None, :] - cost) / eps
-    return loga - _lse(z, axis=1), logb - _lse(z, axis=0)
-
-
 def _schur_solve(p, r, c, z1, z2):
     """Solve [[D_r, P], [P^T, D_c]] [x1; x2] = [z1; z2] (consistent part), eliminating x2.
 
@@ -233,7 +228,7 @@ def _solve_implicit_fwd(max_iters, tol, cost, loga, logb, eps):
 def _solve_implicit_bwd(max_iters, tol, res, cts):
     """Implicit-function-theorem VJP of (C, log a, log b, eps) -> (f, g).
 
-    The optimality conditions are R = (log a - log r, log b - log c) = 0 (:func:`_residual`),
+    The optimality conditions are R = (log a - log r, log b - log c) = 0, with
     r = P 1, c = P^T 1, P = exp(Z), Z = (f_i + g_j - C_ij) / eps. Their Jacobian in (f, g) is
     -(1/eps) D^-1 H with D = diag(r, c) and H = [[D_r, P], [P^T, D_c]]. For output cotangents
     w = (f_bar, g_bar) the input cotangents are vjp_theta R(lam) with lam = D x, H x = eps w.
@@ -310,7 +305,8 @@ def _validate(cost, a, b, epsilon, max_iters, tol):
         raise ValueError(f"`cost` must have m >= 1 and M >= 1, got shape {cost_shape}")
     if tuple(a_shape) != tuple(batch) + (m,):
         raise ValueError(
-            f"`a` must have shape {tuple(batch) + (m,)} to match `cost` {cost_shape}, got {a_shape}")
+            f"`a` must have shape {tuple(batch) + (m,)} to match `cost` {cost_shape}, "
+            f"got {a_shape}")
     if tuple(b_shape) != tuple(batch) + (big_m,):
         raise ValueError(
             f"`b` must have shape {tuple(batch) + (big_m,)} to match `cost` {cost_shape}, "
@@ -342,7 +338,7 @@ def _validate(cost, a, b, epsilon, max_iters, tol):
         sa = a_c.astype(np.float64).sum(-1)
         sb = b_c.astype(np.float64).sum(-1)
         rel = np.max(np.abs(sa - sb) / sa) if sa.size else 0.0
-        if rel > 10 * jnp.finfo(compute_dtype).eps * max(m, big_m):
+        if rel > 10 * jnp.finfo(dtype).eps * max(m, big_m):
             warnings.warn(
                 f"sinkhorn: `a` and `b` have different total mass (max relative difference "
                 f"{rel:.3g}); `b` is rescaled to the mass of `a`.", stacklevel=3)

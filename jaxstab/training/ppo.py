@@ -12,7 +12,8 @@ GAE here uses ``V(final_observation)`` as the next value of every step (it equal
 observation when the episode continues), bootstraps through truncation and cuts at termination:
 
     delta_t = r_t + gamma * (1 - terminated_t) * V(s'_t) - V(s_t)
-    A_t     = delta_t + gamma * lambda * (1 - done_t) * A_{t+1},  done_t = terminated_t | truncated_t
+    A_t     = delta_t + gamma * lambda * (1 - done_t) * A_{t+1}
+    done_t  = terminated_t | truncated_t
 
 An environment that does not provide ``info["final_observation"]`` gets the post-reset
 observation instead (documented fallback: truncated steps then bootstrap from the wrong state).
@@ -147,10 +148,10 @@ def gae(
       >>> adv, ret = gae(jnp.ones((3, 1)), jnp.zeros((3, 1)), jnp.zeros((3, 1)),
       ...                jnp.zeros((3, 1), bool), jnp.zeros((3, 1), bool), 0.9, 1.0)
     """
-    shapes = {jnp.shape(x) for x in (rewards, values, next_values, terminated, truncated)}
-    if len(shapes) != 1:
-        raise ValueError(f"rewards, values, next_values, terminated, truncated must share a "
-                         f"shape, got {[jnp.shape(x) for x in (rewards, values, next_values, terminated, truncated)]}")
+    arrays = (rewards, values, next_values, terminated, truncated)
+    if len({jnp.shape(x) for x in arrays}) != 1:
+        raise ValueError("rewards, values, next_values, terminated, truncated must share a "
+                         f"shape, got {[jnp.shape(x) for x in arrays]}")
     dtype = values.dtype
     g = jnp.asarray(gamma, dtype)
     lam = jnp.asarray(gae_lambda, dtype)

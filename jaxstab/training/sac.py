@@ -100,6 +100,15 @@ def make_train(cfg: SACConfig, env: Any, env_params: Any, *, networks: SACNetwor
     Raises:
       ValueError: on inconsistent step counts or a missing evaluation cap.
       TypeError: if the spaces are not Box-like.
+
+    Example:
+      >>> env, env_params = gymnax.make("Pendulum-v1")
+      >>> cfg = SACConfig(hidden_sizes=(64, 64), total_steps=20_000, eval_interval=2_000)
+      >>> hp = default_hparams(cfg, 1, actor_lr=1e-3, critic_lr=1e-3, alpha_lr=1e-3)
+      >>> hps = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (8,)), hp)
+      >>> out = jax.jit(jax.vmap(make_train(cfg, env, env_params)))(
+      ...     jax.random.split(jax.random.key(0), 8), hps)
+      >>> out.eval_returns.shape   # (8, 10)
     """
     e = cfg.num_envs
     if cfg.total_steps % e or cfg.eval_interval % e:

@@ -54,7 +54,8 @@ def _batch(cfg, nets, params, key, *, logp_shift=None):
         logp = logp - logp_shift
     adv = jax.random.normal(k3, (b,))
     ret = N.value_from_head(cfg.value_kind, vout) + jax.random.normal(k4, (b,))
-    return Batch(obs, action, logp, vout, adv, ret, pout, jnp.arange(b, dtype=jnp.int32) % cfg.num_envs)
+    group = jnp.arange(b, dtype=jnp.int32) % cfg.num_envs
+    return Batch(obs, action, logp, vout, adv, ret, pout, group)
 
 
 def _leaves_equal(a, b):
@@ -62,7 +63,7 @@ def _leaves_equal(a, b):
                                                      jax.tree_util.tree_leaves(b)))
 
 
-# ---------------------------------------------------------------- full loss vs hand-written reference
+# ---------------------------------------------------------------- loss vs hand-written reference
 def test_first_step_matches_reference_loss_clip_and_adam_eps():
     """One minibatch, one epoch: the parameter change equals Adam's first step
     ``-lr * g / (|g| + 1e-5)`` on the globally clipped gradient of an independently written
@@ -91,7 +92,8 @@ def test_first_step_matches_reference_loss_clip_and_adam_eps():
     expected = jax.tree_util.tree_map(lambda p, x: p - lr * x / (jnp.abs(x) + 1e-5),
                                       state.params, gc)
     new_state, m = _jit_update(ppo)(state, batch, hp, jax.random.key(2))
-    for a, b in zip(jax.tree_util.tree_leaves(new_state.params), jax.tree_util.tree_leaves(expected)):
+    for a, b in zip(jax.tree_util.tree_leaves(new_state.params),
+                    jax.tree_util.tree_leaves(expected)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7)
     np.testing.assert_allclose(m["total_loss"], ref_loss(state.params), rtol=1e-5)
     np.testing.assert_allclose(m["grad_norm"], gnorm, rtol=1e-4)

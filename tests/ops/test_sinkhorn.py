@@ -96,9 +96,9 @@ def test_marginals_error_and_flags(x64):
     assert np.all(err_rows <= tol)
     np.testing.assert_allclose(plan.sum(-2), b, atol=1e-13)
     # plan is exp((f + g - C) / eps)
-    np.testing.assert_allclose(
-        plan, np.exp((np.asarray(out.f)[..., :, None] + np.asarray(out.g)[..., None, :] - cost) / 0.1),
-        rtol=1e-12)
+    f, g = np.asarray(out.f), np.asarray(out.g)
+    np.testing.assert_allclose(plan, np.exp((f[..., :, None] + g[..., None, :] - cost) / 0.1),
+                               rtol=1e-12)
 
 
 @settings(max_examples=12, deadline=None)
@@ -315,7 +315,8 @@ def test_unrolled_truncated_matches_finite_differences(x64):
     assert abs(fd - an) <= 1e-6 * abs(fd)
 
 
-@pytest.mark.parametrize("m,big_m,eps", [(8, 8, 0.01), (16, 24, 0.01), (32, 32, 0.01), (12, 9, 0.1)])
+@pytest.mark.parametrize("m,big_m,eps",
+                         [(8, 8, 0.01), (16, 24, 0.01), (32, 32, 0.01), (12, 9, 0.1)])
 def test_float32_gradients_accurate(m, big_m, eps):
     """Default float32 tolerance: gradients within 1e-4 (relative norm) of float64."""
     cost, a, b = _problem(40 + m, m, big_m)

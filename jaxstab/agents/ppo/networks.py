@@ -26,7 +26,6 @@ import distrax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jaxstab.agents.common import MLP
 
@@ -213,12 +212,6 @@ def env_action(policy_kind: str, raw_action: jax.Array, low: Any = None,
         hi = jnp.broadcast_to(jnp.asarray(high, raw_action.dtype), raw_action.shape)
         return lo + (t + 1.0) * (hi - lo) * 0.5
     raise ValueError(f"policy_kind must be one of {POLICY_KINDS}, got {policy_kind!r}")
-
-
-def quantile_midpoints(num_quantiles: int, dtype: Any = jnp.float32) -> jax.Array:
-    """``tau_i = (2i - 1) / (2N)``, ``i = 1..N``; shape ``[N]``."""
-    return jnp.asarray((2.0 * np.arange(1, num_quantiles + 1) - 1.0) / (2.0 * num_quantiles),
-                       dtype)
 
 
 def value_from_head(value_kind: str, value_out: jax.Array) -> jax.Array:

@@ -43,8 +43,6 @@ from jaxstab.agents.ppo.networks import (
     PPONetworks,
     distribution,
     make_networks,
-    quantile_midpoints,
-    value_from_head,
 )
 
 ADV_NORM_MODES = ("none", "global", "group", "robust")
@@ -146,7 +144,8 @@ class PPOConfig:
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not isinstance(self.hidden_sizes, tuple):
-            raise TypeError(f"hidden_sizes must be a tuple (hashable), got {type(self.hidden_sizes)}")
+            raise TypeError(
+                f"hidden_sizes must be a tuple (hashable), got {type(self.hidden_sizes)}")
         if (self.num_envs * self.num_steps) % self.num_minibatches:
             raise ValueError(
                 f"num_minibatches={self.num_minibatches} must divide num_envs * num_steps = "
@@ -357,7 +356,8 @@ def _check_batch(cfg: PPOConfig, nets: PPONetworks, batch: Batch) -> int:
     if batch.obs.shape != (b, nets.obs_dim):
         raise ValueError(f"batch.obs must be [B, {nets.obs_dim}], got {batch.obs.shape}")
     if b % cfg.num_minibatches:
-        raise ValueError(f"batch size {b} is not divisible by num_minibatches={cfg.num_minibatches}")
+        raise ValueError(
+            f"batch size {b} is not divisible by num_minibatches={cfg.num_minibatches}")
     act_shape = (b,) if cfg.policy_kind == "discrete" else (b, nets.action_dim)
     if batch.action.shape != act_shape:
         raise ValueError(f"batch.action must have shape {act_shape}, got {batch.action.shape}")
@@ -366,7 +366,8 @@ def _check_batch(cfg: PPOConfig, nets: PPONetworks, batch: Batch) -> int:
         raise ValueError(f"batch.value_old must have shape {v_shape}, got {batch.value_old.shape}")
     for name in ("logp", "advantages", "returns", "group"):
         if getattr(batch, name).shape != (b,):
-            raise ValueError(f"batch.{name} must have shape ({b},), got {getattr(batch, name).shape}")
+            raise ValueError(
+                f"batch.{name} must have shape ({b},), got {getattr(batch, name).shape}")
     if batch.pout_old.loc.shape != (b, nets.action_dim):
         raise ValueError(f"batch.pout_old.loc must be [B, {nets.action_dim}], got "
                          f"{batch.pout_old.loc.shape}")

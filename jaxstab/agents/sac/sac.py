@@ -227,6 +227,13 @@ def make_sac(obs_dim: int, action_dim: int, cfg: SACConfig,
 
     Raises:
       ValueError: on non-positive dims, or a simplex policy with ``action_dim < 2``.
+
+    Example:
+      >>> cfg = SACConfig(hidden_sizes=(64, 64))
+      >>> init, update = make_sac(obs_dim=3, action_dim=1, cfg=cfg)
+      >>> hp = default_hparams(cfg, action_dim=1)
+      >>> state = init(jax.random.key(0), hp)
+      >>> state, metrics = jax.jit(update)(state, batch, hp, jax.random.key(1))  # batch: Transition
     """
     if not isinstance(obs_dim, int) or obs_dim < 1:
         raise ValueError(f"obs_dim must be a positive int, got {obs_dim!r}")
