@@ -186,9 +186,13 @@ def main() -> None:
     args = ap.parse_args()
     if args.quick:
         args.steps, args.seeds = 2_000, 2
+    t0 = time.perf_counter()
     rows, extra = bench_pendulum(args.steps, args.seeds, args.hidden)
+    print(f"[bench_sac] pendulum done in {time.perf_counter() - t0:.0f}s", flush=True)
     replay_rows = bench_replay()
+    print(f"[bench_sac] replay done in {time.perf_counter() - t0:.0f}s", flush=True)
     simplex_rows = bench_simplex_targets(steps=1000 if args.quick else 4000)
+    print(f"[bench_sac] simplex done in {time.perf_counter() - t0:.0f}s", flush=True)
     from benchmarks._common import markdown_table
 
     notes = (

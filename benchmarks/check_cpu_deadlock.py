@@ -28,6 +28,8 @@ PROGRAM = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 def run_once(with_guard: bool, seeds: int, steps: int, timeout: float) -> tuple[str, float]:
     env = dict(os.environ)
     env.pop("XLA_FLAGS", None)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
     if with_guard:
         env.pop(OPT_OUT_ENV, None)
     else:

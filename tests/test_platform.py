@@ -83,6 +83,8 @@ def test_vmapped_multiseed_training_finishes():
     env = dict(os.environ)
     env.pop("XLA_FLAGS", None)
     env.pop(_platform.OPT_OUT_ENV, None)
+    root = os.path.dirname(here)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
     try:
         out = subprocess.run([sys.executable, script, "--seeds", "2", "--steps", "100000"], env=env,
                              capture_output=True, text=True, timeout=480)
