@@ -33,7 +33,8 @@ its KL(before || after) on its own batch (k3 mean) and the *mean raw reward per 
 rollout (always defined, unlike a per-episode return when no episode ended in the rollout). On a
 trigger (non-finite, KL > ``rollback_kl``, loss spike, reward drop) the last good
 ``(params, opt_state)`` is restored and update ``k + 1`` is skipped (its rollout came from the
-rejected parameters); the next rollout is collected with the restored parameters. Everything is
+rejected parameters); the next rollout is collected with the restored parameters and updated
+from normally (the restored parameters are not judged a second time). Everything is
 ``jnp.where`` on the carried state, so it works per seed under ``vmap``.
 """
 
@@ -89,6 +90,7 @@ class _RollbackCarry(NamedTuple):
     rb: Any
     pending_loss: jax.Array
     pending_kl: jax.Array
+    pending: jax.Array  # 0-d bool: an applied update awaits judgement
 
 
 class RunnerState(NamedTuple):
@@ -241,7 +243,8 @@ def make_train(
         rn_state = RN.reward_normalizer_init(n_env) if cfg.reward_norm else ()
         rb_state = _RollbackCarry(
             RB.rollback_init((ppo_state.params, ppo_state.opt_state), rb_cfg),
-            jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32)) if cfg.rollback else ()
+            jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32),
+            jnp.zeros((), bool)) if cfg.rollback else ()
         runner = RunnerState(ppo_state, env_state, flat_obs(obs),
                              jnp.zeros((n_env,), jnp.float32), jnp.zeros((n_env,), jnp.int32),
                              rn_state, rb_state, k_run)
@@ -316,7 +319,9 @@ def make_train(
                 rb_hp = RB.RollbackHParams(hp.rollback_kl, hp.rollback_loss_factor,
                                            hp.rollback_reward_factor,
                                            jnp.asarray(cfg.rollback_min_history, jnp.int32))
-                judged = ppo_state.update_step > 0  # nothing to judge before the first update
+                # nothing to judge before the first update or right after a rollback (the
+                # restored parameters were already accepted once)
+                judged = rb_state.pending
                 (good_params, good_opt), new_rb, rbm = RB.rollback_update(
                     rb_state.rb, (ppo_state.params, ppo_state.opt_state),
                     loss=rb_state.pending_loss, kl=rb_state.pending_kl,
@@ -343,7 +348,7 @@ def make_train(
                 logp_new = distribution(kind, pout_new).log_prob(batch.action)
                 kl_upd = jnp.mean(kl_estimate(batch.logp, logp_new, "k3"))
                 rb_state = _RollbackCarry(new_rb, jnp.asarray(metrics["total_loss"], jnp.float32),
-                                          kl_upd.astype(jnp.float32))
+                                          kl_upd.astype(jnp.float32), ~rolled_back)
                 metrics["update_kl"] = kl_upd
             count = stats["count"]
             metrics = dict(metrics)
