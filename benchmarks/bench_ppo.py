@@ -42,7 +42,9 @@ VARIANTS = {
     "+ early stop (k3)": dict(early_stopping=True),
     "+ exact KL early stop": dict(early_stopping=True, kl_estimator="exact"),
     "+ reward norm": dict(reward_norm=True),
-    "+ rollback": dict(rollback=True),
+    "+ rollback (nonfinite, kl, reward drop)": dict(rollback=True),
+    "+ rollback incl. loss spike": dict(rollback=True, rollback_triggers=(
+        "nonfinite", "kl", "loss_spike", "reward_drop")),
     "+ quantile head (normalize, no value clip)": dict(value_kind="quantile",
                                                         variance_scaling="normalize",
                                                         value_clipping=False),

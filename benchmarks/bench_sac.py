@@ -22,12 +22,6 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-# On the 2-core CPU machines, jax 0.10.2 deadlocked (every thread idle after compiling) running
-# the vmapped 3-seed, 20-asset projected-Gaussian program below even with jaxstab's scheduler
-# flag; a single intra-op thread made it finish. Applied unless XLA_FLAGS already sets it.
-if "intra_op_parallelism_threads" not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " intra_op_parallelism_threads=1").strip()
-
 from benchmarks._common import write_results  # noqa: E402  (imports jaxstab first)
 
 import gymnax  # noqa: E402
@@ -122,9 +116,12 @@ def bench_simplex_targets(n: int = 20, steps: int = 4000, seeds: int = 3) -> lis
         te = default_target_entropy(policy, n) if target is None else target
         hp = default_hparams(cfg, n, gamma=0.9, reward_scale=100.0, target_entropy=te,
                              actor_lr=1e-3, critic_lr=1e-3, alpha_lr=1e-3)
-        hps = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (seeds,)), hp)
-        out = jax.jit(jax.vmap(make_train(cfg, bandit.env, bandit.params)))(
-            jax.random.split(jax.random.key(1), seeds), hps)
+        # Seeds run one after another: the vmapped 3-seed version of this program intermittently
+        # deadlocked on the 2-core CPU with jax 0.10.2 (see the notes of the results file).
+        train = jax.jit(make_train(cfg, bandit.env, bandit.params))
+        outs = [jax.block_until_ready(train(k, hp))
+                for k in jax.random.split(jax.random.key(1), seeds)]
+        out = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *outs)
         sample, mode, _ = make_sac_actor(n, cfg)
         obs = jnp.ones((1000, 1), jnp.float32)
         actor_params = out.state.agent.actor_params
@@ -168,7 +165,9 @@ def bench_replay(num_envs: int = 1, capacity: int = 100_000, iters: int = 1000) 
                 return buf, jnp.sum(fb.sample(buf, k).experience.reward)
             return jax.lax.scan(body, fb.init(ex), jax.random.split(key, iters))[1]
 
-        candidates.append(("flashbax " + getattr(fbx, "__version__", "?"), theirs))
+        import importlib.metadata as md
+
+        candidates.append(("flashbax " + md.version("flashbax"), theirs))
     except Exception as err:  # optional peer
         print(f"flashbax not available ({type(err).__name__}: {err}); skipping it")
 
@@ -184,6 +183,9 @@ def bench_replay(num_envs: int = 1, capacity: int = 100_000, iters: int = 1000) 
 
 
 def main() -> None:
+    import faulthandler
+
+    faulthandler.dump_traceback_later(1500, exit=True)  # a deadlock shows a stack, not silence
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=20_000)
     ap.add_argument("--seeds", type=int, default=8)
@@ -220,9 +222,9 @@ def main() -> None:
         + markdown_table(["policy", "target entropy", "H*", "n", "det. return / best",
                           "stoch. return / best", "behaviour noise ||w - w_det||",
                           "final alpha"], simplex_rows)
-        + "\n\nXLA_FLAGS includes intra_op_parallelism_threads=1 (set by this script unless given): "
-        "without it the vmapped 3-seed 20-asset projected-Gaussian program deadlocked on this "
-        "machine with jax 0.10.2 even with the concurrency-scheduler workaround."
+        + "\n\nThe simplex runs use one jit per configuration and loop over seeds: the vmapped "
+        "3-seed 20-asset projected-Gaussian program intermittently deadlocked (all threads idle "
+        "after compiling) on the 2-core CPU with jax 0.10.2, even with jaxstab's scheduler flag."
         + "\n\nPeers (rejax, SBX, SB3) not run: they need separate virtual environments."
     )
     write_results(

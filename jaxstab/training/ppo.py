@@ -30,8 +30,9 @@ value targets use the normalized rewards, the reported returns the raw ones.
 Rollback (``cfg.rollback``, :mod:`jaxstab.training.rollback`): the parameters produced by
 update ``k`` are judged after they collected rollout ``k + 1``, with update ``k``'s total loss,
 its KL(before || after) on its own batch (k3 mean) and the *mean raw reward per step* of the new
-rollout (always defined, unlike a per-episode return when no episode ended in the rollout). On a
-trigger (non-finite, KL > ``rollback_kl``, loss spike, reward drop) the last good
+rollout (always defined, unlike a per-episode return when no episode ended in the rollout). On an
+enabled trigger (``cfg.rollback_triggers``: non-finite, KL > ``rollback_kl``, reward drop by
+default; loss spike opt-in, see :class:`PPOConfig`) the last good
 ``(params, opt_state)`` is restored and update ``k + 1`` is skipped (its rollout came from the
 rejected parameters); the next rollout is collected with the restored parameters and updated
 from normally (the restored parameters are not judged a second time). Everything is
@@ -229,7 +230,11 @@ def make_train(
     if cfg.rollback:
         from jaxstab.training import rollback as RB
 
-        rb_cfg = RB.RollbackConfig(window=cfg.rollback_window, keep_best=False)
+        trig = cfg.rollback_triggers
+        rb_cfg = RB.RollbackConfig(window=cfg.rollback_window, keep_best=False,
+                                   check_nonfinite="nonfinite" in trig, check_kl="kl" in trig,
+                                   check_loss_spike="loss_spike" in trig,
+                                   check_reward_drop="reward_drop" in trig)
 
     def flat_obs(o):
         return jnp.reshape(o, (o.shape[0], obs_dim)).astype(jnp.float32)

@@ -352,6 +352,8 @@ def test_config_and_input_errors():
         PPOConfig(kl_estimator="k2")
     with pytest.raises(ValueError, match="variance_scaling"):
         PPOConfig(variance_scaling="seed")
+    with pytest.raises(ValueError, match="rollback_triggers"):
+        PPOConfig(rollback_triggers=("nonfinite", "loss"))
     with pytest.raises(TypeError, match="unknown PPOHParams"):
         ppo_hparams(learning_rate=1.0)
     cfg, nets = _setup()
