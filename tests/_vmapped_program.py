@@ -1,6 +1,6 @@
 """A vmapped multi-seed PPO-shaped training program (regression program for the CPU guard).
 
-Shape of PureJaxRL's PPO: rollout scan over vectorized gymnax CartPole envs, GAE reverse scan,
+Shape of PureJaxRL's PPO (orthogonal init included): rollout scan over vectorized gymnax CartPole envs, GAE reverse scan,
 epochs x shuffled minibatches with Adam and global-norm clipping, the whole thing under
 ``jax.jit(jax.vmap(train))``. Prints "finished" and the XLA_FLAGS in force.
 
@@ -17,15 +17,19 @@ import flax.linen as nn
 import gymnax
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 
 class _Net(nn.Module):
+    """PureJaxRL-style actor-critic with flax's (LAPACK QR) orthogonal init."""
+
     @nn.compact
     def __call__(self, x):
-        h = nn.tanh(nn.Dense(64)(x))
-        h = nn.tanh(nn.Dense(64)(h))
-        return nn.Dense(2)(h), nn.Dense(1)(h)[..., 0]
+        ortho = nn.initializers.orthogonal
+        h = nn.tanh(nn.Dense(64, kernel_init=ortho(np.sqrt(2)))(x))
+        h = nn.tanh(nn.Dense(64, kernel_init=ortho(np.sqrt(2)))(h))
+        return nn.Dense(2, kernel_init=ortho(0.01))(h), nn.Dense(1, kernel_init=ortho(1.0))(h)[..., 0]
 
 
 def make_train(total_steps: int, num_envs: int = 4, num_steps: int = 128, num_minibatches: int = 4):

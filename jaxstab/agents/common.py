@@ -1,4 +1,4 @@
-"""Pieces shared by the agents: MLP networks and non-finite update guards."""
+"""Pieces shared by the agents: MLP networks, a LAPACK-free orthogonal init, update guards."""
 
 from __future__ import annotations
 
@@ -10,8 +10,52 @@ import jax.numpy as jnp
 import numpy as np
 
 
+def orthogonal_init(scale: float = 1.0) -> Callable[..., jax.Array]:
+    """Orthogonal initializer (Saxe et al. 2014) built from Gram-Schmidt, without LAPACK.
+
+    Same distribution as ``flax.linen.initializers.orthogonal``: the Q factor (with positive
+    diagonal R) of a Gaussian matrix, i.e. Haar-distributed orthonormal rows or columns, times
+    ``scale``. It is computed by classical Gram-Schmidt applied twice ("CGS2", orthogonal to
+    float rounding) inside a ``lax.scan`` instead of a LAPACK QR.
+
+    Why: on the CPU, jax 0.10.2 runs batched LAPACK kernels (here the QR of an orthogonal init
+    under ``vmap`` over seeds) through ``ParallelBatchMap`` on XLA's intra-op thread pool. When
+    two such kernels run concurrently on a 2-thread pool, each blocks waiting for sub-tasks that
+    need a free pool thread, and the whole program hangs with every thread idle (stack traces in
+    the README's platform note). Networks built by jaxstab therefore never call LAPACK at init.
+
+    Args:
+      scale: gain multiplying the orthonormal matrix.
+
+    Returns:
+      ``init(key, shape, dtype=float32) -> array`` for shapes of rank >= 2 (the last axis is the
+      output axis, the others are flattened), usable as a flax ``kernel_init``.
+    """
+
+    def init(key: jax.Array, shape: Sequence[int], dtype: Any = jnp.float32) -> jax.Array:
+        if len(shape) < 2:
+            raise ValueError(f"orthogonal_init needs a shape of rank >= 2, got {tuple(shape)}")
+        n_rows, n_cols = int(np.prod(shape[:-1])), int(shape[-1])
+        n, k = max(n_rows, n_cols), min(n_rows, n_cols)
+        a = jax.random.normal(key, (n, k), jnp.float32)
+
+        def body(q: jax.Array, j_col: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, None]:
+            j, v = j_col
+            for _ in range(2):  # CGS2: re-orthogonalize once
+                v = v - q @ (q.T @ v)
+            v = v / jnp.maximum(jnp.linalg.norm(v), jnp.finfo(v.dtype).tiny)
+            return jax.lax.dynamic_update_index_in_dim(q, v, j, axis=1), None
+
+        q, _ = jax.lax.scan(body, jnp.zeros((n, k), jnp.float32), (jnp.arange(k), a.T))
+        if n_rows < n_cols:
+            q = q.T
+        return (scale * q).reshape(tuple(shape)).astype(dtype)
+
+    return init
+
+
 class MLP(nn.Module):
-    """Multi-layer perceptron with orthogonal init.
+    """Multi-layer perceptron with orthogonal init (:func:`orthogonal_init`, LAPACK-free).
 
     Attributes:
       hidden_sizes: widths of the hidden layers.
@@ -29,9 +73,9 @@ class MLP(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         for width in self.hidden_sizes:
-            x = nn.Dense(width, kernel_init=nn.initializers.orthogonal(np.sqrt(2.0)))(x)
+            x = nn.Dense(width, kernel_init=orthogonal_init(np.sqrt(2.0)))(x)
             x = self.activation(x)
-        return nn.Dense(self.out_dim, kernel_init=nn.initializers.orthogonal(self.out_scale))(x)
+        return nn.Dense(self.out_dim, kernel_init=orthogonal_init(self.out_scale))(x)
 
 
 def tree_all_finite(tree: Any) -> jax.Array:
