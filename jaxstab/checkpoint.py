@@ -303,8 +303,10 @@ def save_pytree(path: str | os.PathLike, tree: PyTree, metadata: Mapping[str, An
       TypeError: for a leaf or metadata value that cannot be stored.
 
     Example:
-      >>> save_pytree("/tmp/x", {"k": jax.random.key(1)}, overwrite=True)
-      >>> restore_pytree("/tmp/x", {"k": jax.random.key(0)})[0]["k"].dtype
+      >>> import tempfile, os
+      >>> path = os.path.join(tempfile.mkdtemp(), "ckpt")
+      >>> save_pytree(path, {"k": jax.random.key(1)})
+      >>> restore_pytree(path, {"k": jax.random.key(0)})[0]["k"].dtype
       key<fry>
     """
     ocp = _ocp()

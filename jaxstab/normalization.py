@@ -26,6 +26,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxstab._validation import concrete_value as _concrete
+
 Array = jax.Array
 
 __all__ = [
@@ -50,14 +52,6 @@ __all__ = [
     "windowed_stats_var",
 ]
 
-
-def _concrete(x) -> np.ndarray | None:
-    if isinstance(x, jax.core.Tracer):
-        return None
-    try:
-        return np.asarray(x)
-    except Exception:  # pragma: no cover
-        return None
 
 
 def _check_shape(shape, name: str = "shape") -> tuple[int, ...]:

@@ -23,6 +23,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxstab._validation import concrete_value as _concrete
+
 Array = jax.Array
 
 __all__ = [
@@ -42,15 +44,6 @@ VARIANCE_SCALING_MODES = ("none", "seed", "normalize")
 # ----------------------------------------------------------------------------------------------
 # helpers
 # ----------------------------------------------------------------------------------------------
-def _concrete(x) -> np.ndarray | None:
-    """Return ``x`` as a NumPy array if its value is known at trace time, else None."""
-    if isinstance(x, jax.core.Tracer):
-        return None
-    try:
-        return np.asarray(x)
-    except Exception:  # pragma: no cover - defensive (exotic array types)
-        return None
-
 
 def _check_float_array(x, name: str) -> Array:
     x = jnp.asarray(x)

@@ -21,11 +21,11 @@ unbiased ``std``, a factor ``sqrt(n / (n - 1))`` apart).
 
 from __future__ import annotations
 
-from typing import Any
-
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from jaxstab._validation import concrete_value as _concrete
 
 __all__ = ["normalize_advantages", "ADVANTAGE_MODES"]
 
@@ -193,12 +193,3 @@ def _normalize(
 
     # mode == "group" (validated by the caller)
     return _group_normalize(adv, groups, num_groups, eps_)
-
-
-def _concrete(x: Any) -> np.ndarray | None:
-    if isinstance(x, jax.core.Tracer):
-        return None
-    try:
-        return np.asarray(x)
-    except Exception:  # pragma: no cover
-        return None

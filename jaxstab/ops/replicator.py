@@ -22,17 +22,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxstab._validation import concrete_value as _concrete
+
 __all__ = ["replicator_step"]
 
-
-def _concrete(x: Any) -> np.ndarray | None:
-    """NumPy value of ``x`` if it is known at trace time, else None."""
-    if isinstance(x, jax.core.Tracer):
-        return None
-    try:
-        return np.asarray(x)
-    except Exception:  # pragma: no cover - exotic array-likes
-        return None
 
 
 def _broadcasts_to(shape: tuple[int, ...], target: tuple[int, ...]) -> bool:
