@@ -64,6 +64,9 @@ class SACConfig:
       log_std_min, log_std_max: actor log-std bounds.
       target_relative_scale: relative noise scale defining the simplex policies' default
         target entropy (see :func:`default_target_entropy`).
+      skip_nonfinite: skip (and count) an update whose losses, gradients or new parameters are
+        non-finite, leaving parameters, optimizer states and target networks unchanged. Turn off
+        only to demonstrate what the guard prevents.
     """
 
     hidden_sizes: tuple[int, ...] = (256, 256)
@@ -85,6 +88,7 @@ class SACConfig:
     log_std_min: float = -5.0
     log_std_max: float = 2.0
     target_relative_scale: float = 0.25
+    skip_nonfinite: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden_sizes", tuple(int(h) for h in self.hidden_sizes))
@@ -321,7 +325,10 @@ def make_sac(obs_dim: int, action_dim: int, cfg: SACConfig,
             alpha_opt_state=alpha_opt, loss_state=new_loss_state)
         ok = tree_all_finite(((c_loss, a_loss, t_loss), (c_grads, a_grads, t_grad),
                               (actor_params, critic_params, target, log_alpha)))
-        new_state = tree_select(ok, proposed, state)
+        if cfg.skip_nonfinite:
+            new_state = tree_select(ok, proposed, state)
+        else:
+            new_state = proposed
         skipped = state.skipped + jnp.where(ok, 0, 1).astype(jnp.int32)
         new_state = new_state._replace(step=state.step + jnp.ones((), jnp.int32), skipped=skipped)
 
