@@ -41,6 +41,7 @@ from normally (the restored parameters are not judged a second time). Everything
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -60,6 +61,7 @@ from jaxstab.agents.ppo.ppo import (
     make_ppo,
     networks_from_config,
 )
+from jaxstab.training.loop import Runner, scan_chunks
 
 
 class Transition(NamedTuple):
@@ -188,37 +190,81 @@ def _env_dims(cfg: PPOConfig, env: Any, env_params: Any):
     return obs_dim, action_dim, low, high
 
 
-def make_train(
+def default_updates_per_chunk(num_updates: int) -> int:
+    """Updates per chunk for :func:`make_runner`: a divisor of ``num_updates`` giving 10-50
+    chunks (the count closest to 20 among those); if no divisor does, the one whose chunk count
+    is nearest to that range in log scale (a prime ``num_updates`` gives chunks of 1 update).
+
+    Args:
+      num_updates: Python int >= 1.
+
+    Returns:
+      A divisor of ``num_updates``.
+    """
+    n = int(num_updates)
+    if n < 1:
+        raise ValueError(f"num_updates must be >= 1, got {num_updates!r}")
+    divisors = [d for d in range(1, n + 1) if n % d == 0]
+
+    def cost(d):
+        chunks = n // d
+        if 10 <= chunks <= 50:
+            return (0.0, abs(math.log(chunks / 20.0)))
+        edge = 10 if chunks < 10 else 50
+        return (abs(math.log(chunks / edge)), 0.0)
+
+    return min(divisors, key=cost)
+
+
+def make_runner(
     cfg: PPOConfig,
     env: Any,
     env_params: Any,
     *,
     demos: Demos | None = None,
-) -> Callable[[jax.Array, PPOHParams], tuple[RunnerState, dict[str, jax.Array]]]:
-    """Build ``train(key, hparams) -> (RunnerState, metrics)`` as one ``lax.scan``.
+    updates_per_chunk: int | None = None,
+) -> Runner:
+    """PPO training cut into chunks of ``updates_per_chunk`` updates (:mod:`jaxstab.training.loop`).
+
+    ``init(key, hparams) -> RunnerState``; ``run_chunk(state, hparams, chunk_index) ->
+    (state, metrics)`` runs ``updates_per_chunk`` iterations (rollout, GAE, PPO update) in a
+    ``lax.scan`` (metrics leaves ``[updates_per_chunk]``); ``finalize(state, stacked)`` reshapes
+    the stacked metrics ``[num_chunks, updates_per_chunk]`` to ``[num_updates]`` and returns
+    ``(state, metrics)``, exactly :func:`make_train`'s result. ``chunk_index`` is not used (every
+    update's position comes from ``state.ppo.update_step``).
 
     Args:
-      cfg: :class:`PPOConfig` (``num_updates = total_timesteps // (num_envs * num_steps)``).
-      env: a gymnax environment (``reset(key, params)``, ``step(key, state, action, params)``
-        returning the gymnax >= 1.0 6-tuple, ``observation_space``, ``action_space``).
-      env_params: its parameters.
-      demos: optional BC demonstrations (see :func:`jaxstab.agents.ppo.make_ppo`).
+      cfg, env, env_params, demos: as :func:`make_train`.
+      updates_per_chunk: PPO updates per chunk; must divide ``cfg.num_updates``. Default
+        :func:`default_updates_per_chunk` (10-50 chunks).
 
     Returns:
-      ``train(key, hparams)``; ``metrics`` is a dict of ``[num_updates]`` float32 arrays
-      (update metrics of :func:`make_ppo` plus ``episode_return``, ``episodes``,
-      ``episode_length``, ``reward_mean``, and reward-normalization / rollback statistics when
-      enabled).
+      :class:`jaxstab.training.loop.Runner` with ``num_chunks = num_updates // updates_per_chunk``.
 
     Raises:
-      ValueError: if the action space does not match ``cfg.policy_kind``.
+      ValueError: if ``updates_per_chunk`` is not a positive divisor of ``cfg.num_updates``, or
+        the action space does not match ``cfg.policy_kind``.
 
     Example:
-      >>> env, env_params = gymnax.make("CartPole-v1")
-      >>> train = make_train(PPOConfig(total_timesteps=100_000), env, env_params)
-      >>> state, metrics = jax.jit(jax.vmap(train, in_axes=(0, None)))(
-      ...     jax.random.split(jax.random.key(0), 4), ppo_hparams())
+      >>> runner = make_runner(PPOConfig(total_timesteps=100_000), env, env_params)
+      >>> carry, out = loop.run(runner, jax.random.split(jax.random.key(0), 2),
+      ...                       loop.broadcast_hparams(ppo_hparams(), 2))
     """
+    num_updates = cfg.num_updates
+    if updates_per_chunk is None:
+        upc = default_updates_per_chunk(num_updates)
+    else:
+        if isinstance(updates_per_chunk, bool) or not isinstance(updates_per_chunk, int) \
+                or updates_per_chunk < 1:
+            raise ValueError(
+                f"updates_per_chunk must be a positive int, got {updates_per_chunk!r}")
+        if num_updates % updates_per_chunk:
+            raise ValueError(
+                f"updates_per_chunk={updates_per_chunk} does not divide cfg.num_updates="
+                f"{num_updates} (total_timesteps // (num_envs * num_steps))")
+        upc = updates_per_chunk
+    num_chunks = num_updates // upc
+
     obs_dim, action_dim, low, high = _env_dims(cfg, env, env_params)
     nets = networks_from_config(cfg, obs_dim, action_dim)
     ppo = make_ppo(cfg, nets, demos)
@@ -239,8 +285,8 @@ def make_train(
     def flat_obs(o):
         return jnp.reshape(o, (o.shape[0], obs_dim)).astype(jnp.float32)
 
-    def train(key: jax.Array, hparams: PPOHParams):
-        hp = _as_f32(hparams)
+    def init(key: jax.Array, hparams: PPOHParams) -> RunnerState:
+        _as_f32(hparams)  # type check only
         k_init, k_reset, k_run = jax.random.split(key, 3)
         ppo_state = ppo.init(k_init)
         obs, env_state = jax.vmap(env.reset, in_axes=(0, None))(
@@ -250,9 +296,13 @@ def make_train(
             RB.rollback_init((ppo_state.params, ppo_state.opt_state), rb_cfg),
             jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32),
             jnp.zeros((), bool)) if cfg.rollback else ()
-        runner = RunnerState(ppo_state, env_state, flat_obs(obs),
-                             jnp.zeros((n_env,), jnp.float32), jnp.zeros((n_env,), jnp.int32),
-                             rn_state, rb_state, k_run)
+        return RunnerState(ppo_state, env_state, flat_obs(obs),
+                           jnp.zeros((n_env,), jnp.float32), jnp.zeros((n_env,), jnp.int32),
+                           rn_state, rb_state, k_run)
+
+    def run_chunk(rs: RunnerState, hparams: PPOHParams, chunk_index: jax.Array):
+        del chunk_index
+        hp = _as_f32(hparams)
 
         def env_step(carry, k):
             rs, stats = carry
@@ -314,6 +364,8 @@ def make_train(
                           returns=flat(ret),
                           pout_old=PolicyOutput(flat(traj.loc), flat(traj.log_std)),
                           group=flat(group))
+            count = stats["count"]
+            episode_return = stats["ret_sum"] / jnp.maximum(count, 1.0)
             ppo_state = rs.ppo
             rb_state = rs.rollback
             rb_metrics = {}
@@ -341,7 +393,12 @@ def make_train(
                               **{k: judged & rbm[k] for k in
                                  ("trigger_nonfinite", "trigger_kl", "trigger_loss_spike",
                                   "trigger_reward_drop")}}
-            new_ppo, metrics = ppo.update(ppo_state, batch, hp, k_upd)
+            if cfg.lr_schedule == "plateau":
+                # monitored value: this rollout's mean episode return (skipped without episodes)
+                new_ppo, metrics = ppo.update(ppo_state, batch, hp, k_upd,
+                                              monitor=episode_return, monitor_valid=count > 0)
+            else:
+                new_ppo, metrics = ppo.update(ppo_state, batch, hp, k_upd)
             if cfg.rollback:
                 new_ppo = new_ppo._replace(
                     params=tree_select(rolled_back, ppo_state.params, new_ppo.params),
@@ -355,10 +412,9 @@ def make_train(
                 rb_state = _RollbackCarry(new_rb, jnp.asarray(metrics["total_loss"], jnp.float32),
                                           kl_upd.astype(jnp.float32), ~rolled_back)
                 metrics["update_kl"] = kl_upd
-            count = stats["count"]
             metrics = dict(metrics)
             metrics.update(rb_metrics)
-            metrics["episode_return"] = stats["ret_sum"] / jnp.maximum(count, 1.0)
+            metrics["episode_return"] = episode_return
             metrics["episode_length"] = stats["len_sum"] / jnp.maximum(count, 1.0)
             metrics["episodes"] = count
             metrics["reward_mean"] = jnp.mean(traj.reward)
@@ -367,7 +423,59 @@ def make_train(
             rs = rs._replace(ppo=new_ppo, rollback=rb_state, key=k_next)
             return rs, metrics
 
-        return jax.lax.scan(update_step, runner, None, length=cfg.num_updates)
+        return jax.lax.scan(update_step, rs, None, length=upc)
+
+    def finalize(rs: RunnerState, stacked: dict[str, jax.Array]):
+        metrics = {k: jnp.reshape(v, (num_updates,) + v.shape[2:]) for k, v in stacked.items()}
+        return rs, metrics
+
+    return Runner(init, run_chunk, num_chunks, finalize)
+
+
+def make_train(
+    cfg: PPOConfig,
+    env: Any,
+    env_params: Any,
+    *,
+    demos: Demos | None = None,
+    updates_per_chunk: int | None = None,
+) -> Callable[[jax.Array, PPOHParams], tuple[RunnerState, dict[str, jax.Array]]]:
+    """Build ``train(key, hparams) -> (RunnerState, metrics)`` as one compiled program.
+
+    ``train`` is :func:`jaxstab.training.loop.scan_chunks` of :func:`make_runner`: ``init``, a
+    ``lax.scan`` over the chunks (each a ``lax.scan`` over its updates) and ``finalize``; the
+    chunking does not change the computation (``tests/training/test_ppo_train.py`` checks the
+    results against other chunk sizes and the chunk-by-chunk driver).
+
+    Args:
+      cfg: :class:`PPOConfig` (``num_updates = total_timesteps // (num_envs * num_steps)``).
+      env: a gymnax environment (``reset(key, params)``, ``step(key, state, action, params)``
+        returning the gymnax >= 1.0 6-tuple, ``observation_space``, ``action_space``).
+      env_params: its parameters.
+      demos: optional BC demonstrations (see :func:`jaxstab.agents.ppo.make_ppo`).
+      updates_per_chunk: inner scan length (see :func:`make_runner`); default one chunk.
+
+    Returns:
+      ``train(key, hparams)``; ``metrics`` is a dict of ``[num_updates]`` float32 arrays
+      (update metrics of :func:`make_ppo` plus ``episode_return``, ``episodes``,
+      ``episode_length``, ``reward_mean``, and reward-normalization / rollback statistics when
+      enabled).
+
+    Raises:
+      ValueError: if the action space does not match ``cfg.policy_kind``.
+
+    Example:
+      >>> env, env_params = gymnax.make("CartPole-v1")
+      >>> train = make_train(PPOConfig(total_timesteps=100_000), env, env_params)
+      >>> state, metrics = jax.jit(jax.vmap(train, in_axes=(0, None)))(
+      ...     jax.random.split(jax.random.key(0), 4), ppo_hparams())
+    """
+    runner = make_runner(cfg, env, env_params, demos=demos,
+                         updates_per_chunk=cfg.num_updates if updates_per_chunk is None
+                         else updates_per_chunk)
+
+    def train(key: jax.Array, hparams: PPOHParams):
+        return scan_chunks(runner, key, hparams)
 
     return train
 

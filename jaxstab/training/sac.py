@@ -12,6 +12,17 @@ vectorized gymnax environments inside a single ``lax.scan``:
 5. every ``cfg.eval_interval`` transitions, ``cfg.eval_episodes`` deterministic evaluation
    episodes (latent-mean action) on fresh environments, in the compiled program.
 
+Stateful actors (``SACConfig(actor="irt")``): the loop carries ``policy_state [num_envs, S]``
+(reset to ``initial_policy_state`` when an episode ends, by termination or truncation), acts
+with ``(obs, policy_state)`` and stores augmented observations ``[obs, policy_state]`` and
+``[next_obs, new_policy_state]`` in the buffer (see :func:`jaxstab.agents.sac.make_sac`).
+Evaluation episodes start from the initial policy state too. Stateless actors have ``S = 0``.
+
+Chunked execution: :func:`make_runner` cuts the same run into ``num_evals`` chunks of one
+evaluation interval each (:class:`jaxstab.training.loop.Runner`); ``make_train`` is exactly
+``finalize(scan(run_chunk, init(key, hparams)))``, so :func:`jaxstab.training.loop.run` can
+drive it chunk by chunk with progress, checkpoints and resumption.
+
 ``jax.jit(jax.vmap(train))(keys, hparams)`` trains many seeds and hyperparameter settings at
 once without recompiling (the warm-up switch depends only on the loop index, so it stays a real
 ``lax.cond`` under ``vmap``).
@@ -34,8 +45,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxstab.agents.sac.networks import SACNetworks
-from jaxstab.agents.sac.sac import SACConfig, SACHParams, SACState, make_sac, make_sac_actor
+from jaxstab.agents.sac.sac import SACConfig, SACHParams, SACState, make_sac, make_sac_acting
 from jaxstab.replay import ReplayBufferState, Transition, replay_add, replay_init, replay_sample
+from jaxstab.training.loop import Runner, scan_chunks
 
 
 class SACRunnerState(NamedTuple):
@@ -47,6 +59,8 @@ class SACRunnerState(NamedTuple):
       env_state: batched gymnax env state (leading axis ``num_envs``).
       obs: ``[num_envs, obs_dim]`` float32 current observations.
       key: PRNG key.
+      policy_state: ``[num_envs, S]`` float32 policy state of a stateful actor (``S = 0`` for a
+        stateless one).
     """
 
     agent: SACState
@@ -54,6 +68,7 @@ class SACRunnerState(NamedTuple):
     env_state: Any
     obs: jax.Array
     key: jax.Array
+    policy_state: jax.Array
 
 
 class SACTrainOutput(NamedTuple):
@@ -81,34 +96,36 @@ def _space_dim(space: Any, name: str) -> int:
     return int(np.prod(shape)) if len(shape) else 1
 
 
-def make_train(cfg: SACConfig, env: Any, env_params: Any, *, networks: SACNetworks | None = None,
-               eval_max_steps: int | None = None
-               ) -> Callable[[jax.Array, SACHParams], SACTrainOutput]:
-    """Build ``train(key, hparams) -> SACTrainOutput`` for a gymnax-style environment.
+def make_runner(cfg: SACConfig, env: Any, env_params: Any, *,
+                networks: SACNetworks | None = None, eval_max_steps: int | None = None) -> Runner:
+    """SAC training cut into chunks of one evaluation interval (:mod:`jaxstab.training.loop`).
+
+    ``init(key, hparams) -> SACRunnerState``; ``run_chunk(carry, hparams, chunk_index) ->
+    (carry, outputs)`` runs ``eval_interval / num_envs`` vectorized environment steps (acting,
+    replay, updates) and one deterministic evaluation; ``outputs`` holds the per-step metrics
+    (leaves ``[eval_interval / num_envs]``) and ``"eval_return"`` (0-d float32).
+    ``finalize(carry, stacked)`` turns the stacked outputs ``[num_chunks, ...]`` into
+    :class:`SACTrainOutput`, exactly what :func:`make_train`'s ``train`` returns (which is this
+    runner scanned). ``chunk_index`` selects warm-up vs learning steps: keep it unbatched
+    (``in_axes=None``) under ``vmap`` so the warm-up switch stays a real ``lax.cond``.
 
     Args:
-      cfg: :class:`SACConfig` (``total_steps`` and ``eval_interval`` must be multiples of
-        ``num_envs``, and ``total_steps`` a multiple of ``eval_interval``).
-      env: gymnax environment (see the module docstring for the protocol).
-      env_params: its parameters (closed over as constants).
-      networks: optional custom networks (passed to :func:`make_sac`).
-      eval_max_steps: evaluation episode cap (default ``env_params.max_steps_in_episode``).
+      cfg, env, env_params, networks, eval_max_steps: as :func:`make_train`.
 
     Returns:
-      Pure ``train(key, hparams)``; jit- and vmap-able over ``key`` and ``hparams``.
+      :class:`jaxstab.training.loop.Runner` with ``num_chunks = total_steps // eval_interval``.
 
     Raises:
-      ValueError: on inconsistent step counts or a missing evaluation cap.
-      TypeError: if the spaces are not Box-like.
+      ValueError, TypeError: as :func:`make_train`.
 
     Example:
-      >>> env, env_params = gymnax.make("Pendulum-v1")
-      >>> cfg = SACConfig(hidden_sizes=(64, 64), total_steps=20_000, eval_interval=2_000)
-      >>> hp = default_hparams(cfg, 1, actor_lr=1e-3, critic_lr=1e-3, alpha_lr=1e-3)
-      >>> hps = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (8,)), hp)
-      >>> out = jax.jit(jax.vmap(make_train(cfg, env, env_params)))(
-      ...     jax.random.split(jax.random.key(0), 8), hps)
-      >>> out.eval_returns.shape   # (8, 10)
+      >>> runner = make_runner(cfg, env, env_params)
+      >>> carry = runner.init(jax.random.key(0), hp)
+      >>> step = jax.jit(runner.run_chunk)
+      >>> outs = []
+      >>> for c in range(runner.num_chunks):
+      ...     carry, out = step(carry, hp, jnp.int32(c)); outs.append(out)
+      >>> result = runner.finalize(carry, jax.tree_util.tree_map(lambda *x: jnp.stack(x), *outs))
     """
     e = cfg.num_envs
     if cfg.total_steps % e or cfg.eval_interval % e:
@@ -141,8 +158,9 @@ def make_train(cfg: SACConfig, env: Any, env_params: Any, *, networks: SACNetwor
         def to_env(a: jax.Array) -> jax.Array:
             return a.reshape(action_shape)
 
-    init, update = make_sac(obs_dim, action_dim, cfg, networks)
-    sample_action, deterministic_action, random_action = make_sac_actor(action_dim, cfg, networks)
+    sac_init, update = make_sac(obs_dim, action_dim, cfg, networks)
+    acting = make_sac_acting(action_dim, cfg, networks)
+    psd = acting.policy_state_dim
 
     iters_per_eval = cfg.eval_interval // e
     num_evals = cfg.total_steps // cfg.eval_interval
@@ -154,6 +172,9 @@ def make_train(cfg: SACConfig, env: Any, env_params: Any, *, networks: SACNetwor
     def flat_obs(obs: jax.Array) -> jax.Array:
         return obs.reshape(obs.shape[0], -1).astype(jnp.float32)
 
+    def augment(obs: jax.Array, pstate: jax.Array) -> jax.Array:
+        return jnp.concatenate([obs, pstate], axis=-1) if psd else obs
+
     def evaluate(actor_params: Any, key: jax.Array) -> jax.Array:
         k_reset, k_steps = jax.random.split(key)
         obs, env_state = v_reset(jax.random.split(k_reset, cfg.eval_episodes), env_params)
@@ -163,35 +184,44 @@ def make_train(cfg: SACConfig, env: Any, env_params: Any, *, networks: SACNetwor
             env_state: Any
             ret: jax.Array
             alive: jax.Array
+            policy_state: jax.Array
 
         def step(carry: EvalCarry, k: jax.Array) -> tuple[EvalCarry, None]:
-            act = deterministic_action(actor_params, flat_obs(carry.obs))
+            act, pstate = acting.mode(actor_params, flat_obs(carry.obs), carry.policy_state)
             env_act = jax.vmap(to_env)(act)
             obs, env_state, reward, term, trunc, _ = v_step(
                 jax.random.split(k, cfg.eval_episodes), carry.env_state, env_act, env_params)
             ret = carry.ret + jnp.where(carry.alive, reward.astype(jnp.float32), 0.0)
             alive = carry.alive & ~(term | trunc)
-            return EvalCarry(obs, env_state, ret, alive), None
+            return EvalCarry(obs, env_state, ret, alive, pstate), None
 
         carry0 = EvalCarry(obs, env_state, jnp.zeros((cfg.eval_episodes,), jnp.float32),
-                           jnp.ones((cfg.eval_episodes,), bool))
+                           jnp.ones((cfg.eval_episodes,), bool),
+                           acting.initial_policy_state(cfg.eval_episodes))
         final, _ = jax.lax.scan(step, carry0, jax.random.split(k_steps, eval_max_steps))
         return jnp.mean(final.ret)
 
-    def train(key: jax.Array, hparams: SACHParams) -> SACTrainOutput:
+    def example_transition(obs: jax.Array, pstate: jax.Array) -> Transition:
+        o = augment(obs, pstate)[0]
+        return Transition(obs=o, action=jnp.zeros((action_dim,), jnp.float32),
+                          reward=jnp.zeros((), jnp.float32), next_obs=o,
+                          terminated=jnp.zeros((), bool))
+
+    def init(key: jax.Array, hparams: SACHParams) -> SACRunnerState:
         k_agent, k_env, k_loop = jax.random.split(key, 3)
-        agent = init(k_agent, hparams)
+        agent = sac_init(k_agent, hparams)
         obs, env_state = v_reset(jax.random.split(k_env, e), env_params)
         obs = flat_obs(obs)
-        example = Transition(obs=obs[0], action=jnp.zeros((action_dim,), jnp.float32),
-                             reward=jnp.zeros((), jnp.float32), next_obs=obs[0],
-                             terminated=jnp.zeros((), bool))
-        buffer = replay_init(example, cfg.buffer_size)
-        runner = SACRunnerState(agent, buffer, env_state, obs, k_loop)
+        pstate = acting.initial_policy_state(e)
+        buffer = replay_init(example_transition(obs, pstate), cfg.buffer_size)
+        return SACRunnerState(agent, buffer, env_state, obs, k_loop, pstate)
 
+    def run_chunk(runner: SACRunnerState, hparams: SACHParams, c: jax.Array
+                  ) -> tuple[SACRunnerState, dict[str, jax.Array]]:
+        example = example_transition(runner.obs, runner.policy_state)
         dummy_batch = jax.tree_util.tree_map(
             lambda x: jnp.zeros((cfg.batch_size,) + x.shape, x.dtype), example)
-        metric_shapes = jax.eval_shape(update, agent, dummy_batch, hparams, k_loop)[1]
+        metric_shapes = jax.eval_shape(update, runner.agent, dummy_batch, hparams, runner.key)[1]
 
         def do_updates(agent: SACState, buffer: ReplayBufferState, key: jax.Array
                        ) -> tuple[SACState, dict[str, jax.Array]]:
@@ -213,35 +243,82 @@ def make_train(cfg: SACConfig, env: Any, env_params: Any, *, networks: SACNetwor
                      ) -> tuple[SACRunnerState, dict[str, jax.Array]]:
             key, k_pol, k_rand, k_step, k_upd = jax.random.split(runner.key, 5)
             learning = it >= warmup_iters
-            pol_act = sample_action(runner.agent.actor_params, runner.obs, k_pol)
-            act = jnp.where(learning, pol_act, random_action(k_rand, (e,)).astype(pol_act.dtype))
+            pol_act, new_pstate = acting.sample(runner.agent.actor_params, runner.obs,
+                                                runner.policy_state, k_pol)
+            act = jnp.where(learning, pol_act, acting.random_action(k_rand, (e,)).astype(
+                pol_act.dtype))
             next_obs, env_state, reward, term, trunc, info = v_step(
                 jax.random.split(k_step, e), runner.env_state, jax.vmap(to_env)(act), env_params)
-            transition = Transition(obs=runner.obs, action=act,
+            transition = Transition(obs=augment(runner.obs, runner.policy_state), action=act,
                                     reward=reward.astype(jnp.float32),
-                                    next_obs=flat_obs(info["final_observation"]),
+                                    next_obs=augment(flat_obs(info["final_observation"]),
+                                                     new_pstate),
                                     terminated=term.astype(bool))
             buffer = replay_add(runner.buffer, transition)
             agent, metrics = jax.lax.cond(learning, do_updates, no_updates,
                                           runner.agent, buffer, k_upd)
             metrics = {**metrics, "reward": jnp.mean(transition.reward)}
-            return SACRunnerState(agent, buffer, env_state, flat_obs(next_obs), key), metrics
+            if psd:
+                done = (term | trunc)[:, None]
+                pstate = jnp.where(done, acting.initial_policy_state(e), new_pstate)
+            else:
+                pstate = runner.policy_state
+            return SACRunnerState(agent, buffer, env_state, flat_obs(next_obs), key, pstate), \
+                metrics
 
-        def chunk(runner: SACRunnerState, c: jax.Array
-                  ) -> tuple[SACRunnerState, tuple[dict[str, jax.Array], jax.Array]]:
-            its = c * iters_per_eval + jnp.arange(iters_per_eval, dtype=jnp.int32)
-            runner, metrics = jax.lax.scan(env_step, runner, its)
-            key, k_eval = jax.random.split(runner.key)
-            ret = evaluate(runner.agent.actor_params, k_eval)
-            return runner._replace(key=key), (metrics, ret)
+        c = jnp.asarray(c, jnp.int32)
+        its = c * iters_per_eval + jnp.arange(iters_per_eval, dtype=jnp.int32)
+        runner, metrics = jax.lax.scan(env_step, runner, its)
+        key, k_eval = jax.random.split(runner.key)
+        ret = evaluate(runner.agent.actor_params, k_eval)
+        return runner._replace(key=key), {**metrics, "eval_return": ret}
 
-        runner, (metrics, eval_returns) = jax.lax.scan(
-            chunk, runner, jnp.arange(num_evals, dtype=jnp.int32))
-        metrics = {k: v.reshape(-1) for k, v in metrics.items()}
-        eval_steps = (jnp.arange(1, num_evals + 1, dtype=jnp.int32) * cfg.eval_interval)
-        return SACTrainOutput(runner, metrics, eval_returns, eval_steps)
+    def finalize(runner: SACRunnerState, stacked: dict[str, jax.Array]) -> SACTrainOutput:
+        metrics = {k: v.reshape(-1) for k, v in stacked.items() if k != "eval_return"}
+        eval_steps = jnp.arange(1, num_evals + 1, dtype=jnp.int32) * cfg.eval_interval
+        return SACTrainOutput(runner, metrics, stacked["eval_return"], eval_steps)
+
+    return Runner(init=init, run_chunk=run_chunk, num_chunks=num_evals, finalize=finalize)
+
+
+def make_train(cfg: SACConfig, env: Any, env_params: Any, *, networks: SACNetworks | None = None,
+               eval_max_steps: int | None = None
+               ) -> Callable[[jax.Array, SACHParams], SACTrainOutput]:
+    """Build ``train(key, hparams) -> SACTrainOutput`` for a gymnax-style environment.
+
+    ``train`` is :func:`make_runner`'s ``init``, a ``lax.scan`` of ``run_chunk`` over the
+    ``total_steps // eval_interval`` chunks, and ``finalize``.
+
+    Args:
+      cfg: :class:`SACConfig` (``total_steps`` and ``eval_interval`` must be multiples of
+        ``num_envs``, and ``total_steps`` a multiple of ``eval_interval``).
+      env: gymnax environment (see the module docstring for the protocol).
+      env_params: its parameters (closed over as constants).
+      networks: optional custom networks (passed to :func:`make_sac`).
+      eval_max_steps: evaluation episode cap (default ``env_params.max_steps_in_episode``).
+
+    Returns:
+      Pure ``train(key, hparams)``; jit- and vmap-able over ``key`` and ``hparams``.
+
+    Raises:
+      ValueError: on inconsistent step counts or a missing evaluation cap.
+      TypeError: if the spaces are not Box-like.
+
+    Example:
+      >>> env, env_params = gymnax.make("Pendulum-v1")
+      >>> cfg = SACConfig(hidden_sizes=(64, 64), total_steps=20_000, eval_interval=2_000)
+      >>> hp = default_hparams(cfg, 1, actor_lr=1e-3, critic_lr=1e-3, alpha_lr=1e-3)
+      >>> hps = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (8,)), hp)
+      >>> out = jax.jit(jax.vmap(make_train(cfg, env, env_params)))(
+      ...     jax.random.split(jax.random.key(0), 8), hps)
+      >>> out.eval_returns.shape   # (8, 10)
+    """
+    runner = make_runner(cfg, env, env_params, networks=networks, eval_max_steps=eval_max_steps)
+
+    def train(key: jax.Array, hparams: SACHParams) -> SACTrainOutput:
+        return scan_chunks(runner, key, hparams)
 
     return train
 
 
-__all__ = ["SACRunnerState", "SACTrainOutput", "make_train"]
+__all__ = ["SACRunnerState", "SACTrainOutput", "make_runner", "make_train"]

@@ -180,10 +180,13 @@ def exact_kl(policy_kind: str, old: PolicyOutput, new: PolicyOutput) -> jax.Arra
 
     Categorical: ``sum_a p_old(a) (log p_old(a) - log p_new(a))``. Diagonal Gaussian:
     ``sum_d log(s_new/s_old) + (s_old^2 + (m_old - m_new)^2) / (2 s_new^2) - 1/2``. For
-    ``tanh_gaussian`` this is the latent Gaussians' KL, which equals the squashed policies' KL.
+    ``tanh_gaussian`` this is the latent Gaussians' KL, which equals the squashed policies' KL;
+    for ``softmax_gaussian`` it is the latent Gaussians' KL (an upper bound on the KL of the
+    induced distributions of simplex weights, by the data-processing inequality).
 
     Args:
-      policy_kind: ``"discrete"``, ``"gaussian"`` or ``"tanh_gaussian"``.
+      policy_kind: ``"discrete"``, ``"gaussian"``, ``"tanh_gaussian"`` or
+        ``"softmax_gaussian"``.
       old, new: :class:`PolicyOutput` with leaves ``[B, action_dim]``.
 
     Returns:
@@ -242,7 +245,9 @@ def bc_loss(policy_kind: str, pout: PolicyOutput, actions: jax.Array) -> jax.Arr
     Args:
       policy_kind: one of the policy kinds.
       pout: :class:`PolicyOutput` for the demonstration observations, leaves ``[D, action_dim]``.
-      actions: ``[D]`` int (discrete) or ``[D, action_dim]`` float raw (latent for tanh) actions.
+      actions: ``[D]`` int (discrete) or ``[D, action_dim]`` float raw actions (the latent
+        for ``tanh_gaussian`` and ``softmax_gaussian``: for simplex demonstrations ``w`` pass
+        e.g. ``log(w)``, any latent whose softmax is ``w``).
 
     Returns:
       0-d loss.

@@ -13,6 +13,17 @@ Three policy kinds share one interface:
   latent Gaussians (KL is invariant under an invertible map), and no ``atanh`` of a saturated
   action is ever taken. The entropy bonus uses the latent Gaussian's entropy (the squashed
   entropy has no closed form; this is the common choice, e.g. in CleanRL-style tanh policies).
+- ``"softmax_gaussian"``: simplex actions (portfolio weights). A Gaussian over ``action_dim``
+  logits ``u``; the environment receives ``softmax(u)`` (bounds of the action space are
+  ignored: the action lies on the probability simplex). The rollout stores the latent ``u``
+  and the PPO ratio, KL and entropy are those of the latent Gaussian. This is exact, not an
+  approximation: treat ``softmax`` as part of the environment, then the agent acts in
+  ``R^action_dim`` with a Gaussian policy whose density is known exactly, and the policy
+  gradient of that (equivalent) problem is the one PPO estimates. (The softmax is not
+  invertible, since ``u + c 1`` gives the same weights, so no density of the weights
+  themselves is needed or used.) Caveat: the latent direction ``1`` does not change
+  behaviour, so an entropy bonus can raise the entropy along it for free (it makes
+  ``log_std`` grow without exploring); prefer a small ``ent_coef`` (or 0).
 
 The critic head is either ``"scalar"`` (one value) or ``"quantile"`` (``num_quantiles`` atoms at
 midpoints ``tau_i = (2i-1)/(2N)``; the value is their mean).
@@ -29,7 +40,7 @@ import jax.numpy as jnp
 
 from jaxstab.agents.common import MLP
 
-POLICY_KINDS = ("discrete", "gaussian", "tanh_gaussian")
+POLICY_KINDS = ("discrete", "gaussian", "tanh_gaussian", "softmax_gaussian")
 VALUE_KINDS = ("scalar", "quantile")
 ACTIVATIONS = {"tanh": nn.tanh, "relu": nn.relu}
 
@@ -110,7 +121,8 @@ def make_networks(
     Args:
       obs_dim: flat observation size (> 0).
       action_dim: number of actions (discrete) or action dimensions (continuous), > 0.
-      policy_kind: ``"discrete"``, ``"gaussian"`` or ``"tanh_gaussian"``.
+      policy_kind: ``"discrete"``, ``"gaussian"``, ``"tanh_gaussian"`` or
+        ``"softmax_gaussian"``.
       value_kind: ``"scalar"`` or ``"quantile"``.
       num_quantiles: atoms of the quantile head (>= 1; ignored for the scalar head).
       hidden_sizes: hidden widths shared by actor and critic.
@@ -176,7 +188,7 @@ def distribution(policy_kind: str, pout: PolicyOutput) -> distrax.Distribution:
     """
     if policy_kind == "discrete":
         return distrax.Categorical(logits=pout.loc)
-    if policy_kind in ("gaussian", "tanh_gaussian"):
+    if policy_kind in ("gaussian", "tanh_gaussian", "softmax_gaussian"):
         return distrax.MultivariateNormalDiag(pout.loc, jnp.exp(pout.log_std))
     raise ValueError(f"policy_kind must be one of {POLICY_KINDS}, got {policy_kind!r}")
 
@@ -187,6 +199,7 @@ def env_action(policy_kind: str, raw_action: jax.Array, low: Any = None,
 
     ``discrete``: unchanged. ``gaussian``: ``clip(a, low, high)`` (no-op if bounds are None).
     ``tanh_gaussian``: ``low + (tanh(u) + 1)(high - low)/2`` (``tanh(u)`` if bounds are None).
+    ``softmax_gaussian``: ``softmax(u)`` over the last axis (bounds ignored), on the simplex.
 
     Args:
       policy_kind: one of :data:`POLICY_KINDS`.
@@ -211,6 +224,8 @@ def env_action(policy_kind: str, raw_action: jax.Array, low: Any = None,
         lo = jnp.broadcast_to(jnp.asarray(low, raw_action.dtype), raw_action.shape)
         hi = jnp.broadcast_to(jnp.asarray(high, raw_action.dtype), raw_action.shape)
         return lo + (t + 1.0) * (hi - lo) * 0.5
+    if policy_kind == "softmax_gaussian":
+        return jax.nn.softmax(raw_action, axis=-1)
     raise ValueError(f"policy_kind must be one of {POLICY_KINDS}, got {policy_kind!r}")
 
 

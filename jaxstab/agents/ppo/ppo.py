@@ -47,7 +47,7 @@ from jaxstab.agents.ppo.networks import (
 
 ADV_NORM_MODES = ("none", "global", "group", "robust")
 ADV_NORM_SCOPES = ("minibatch", "batch")
-LR_SCHEDULES = ("constant", "linear", "cosine", "exponential", "step")
+LR_SCHEDULES = ("constant", "linear", "cosine", "exponential", "step", "plateau")
 ENT_SCHEDULES = ("constant", "linear", "cosine", "exponential")
 VARIANCE_SCALING_MODES = ("none", "seed", "normalize")
 ROLLBACK_TRIGGERS = ("nonfinite", "kl", "loss_spike", "reward_drop")
@@ -58,7 +58,9 @@ class PPOConfig:
     """Static PPO configuration (hashable; changing it recompiles).
 
     Attributes:
-      policy_kind: ``"discrete"``, ``"gaussian"`` or ``"tanh_gaussian"``.
+      policy_kind: ``"discrete"``, ``"gaussian"``, ``"tanh_gaussian"`` or
+        ``"softmax_gaussian"`` (simplex actions: the environment receives the softmax of a
+        Gaussian latent over ``action_dim`` logits; see :mod:`jaxstab.agents.ppo.networks`).
       value_kind: ``"scalar"`` or ``"quantile"`` (value = mean of the quantiles).
       num_quantiles: atoms of the quantile head.
       hidden_sizes: actor and critic MLP widths.
@@ -82,9 +84,21 @@ class PPOConfig:
       skip_nonfinite: skip (and count) a minibatch step whose loss or gradients are non-finite.
       lr_schedule: ``"constant"``, ``"linear"``, ``"cosine"`` or ``"exponential"`` from ``lr`` to
         ``lr_end`` over ``num_updates`` updates (constant within an update, as PureJaxRL), or
-        ``"step"``: ``lr * lr_decay_rate^floor(update / lr_step_size)``. Exponential needs
-        ``lr_end > 0``. Shapes come from :mod:`jaxstab.schedules`.
+        ``"step"``: ``lr * lr_decay_rate^floor(update / lr_step_size)``, or ``"plateau"``:
+        reduce-on-plateau (``lr * scale``; ``scale`` starts at 1 and is multiplied by
+        ``plateau_factor`` after ``plateau_patience`` consecutive updates whose monitored value
+        did not improve). The training loop monitors the rollout's mean episode return (an
+        update whose rollout completed no episode is not counted); update ``k`` uses the scale
+        after seeing rollout ``k``. Improvement means ``return > best + plateau_atol``
+        (optax's ``contrib.reduce_on_plateau`` on ``-return``, with ``rtol = 0``: a relative
+        tolerance on a negated return would have the wrong sign). The state is
+        ``PPOState.plateau``, per seed under ``vmap``. Exponential needs ``lr_end > 0``.
+        Shapes come from :mod:`jaxstab.schedules`.
       lr_decay_rate, lr_step_size: parameters of the ``"step"`` schedule.
+      plateau_factor, plateau_patience, plateau_atol, plateau_cooldown, plateau_min_scale:
+        parameters of the ``"plateau"`` schedule (see
+        :func:`jaxstab.schedules.reduce_lr_on_plateau`; ``plateau_atol`` is in units of
+        return and must be > 0).
       ent_schedule: same kinds for the entropy coefficient, ``ent_coef`` to ``ent_coef_end``.
       variance_scaling: quantile critic loss scaling mode (``"none"``, ``"seed"``, ``"normalize"``;
         see :mod:`jaxstab.losses.quantile`).
@@ -125,6 +139,11 @@ class PPOConfig:
     lr_schedule: str = "constant"
     lr_decay_rate: float = 0.5
     lr_step_size: int = 100
+    plateau_factor: float = 0.5
+    plateau_patience: int = 10
+    plateau_atol: float = 1e-3
+    plateau_cooldown: int = 0
+    plateau_min_scale: float = 0.0
     ent_schedule: str = "constant"
     variance_scaling: str = "none"
     huber_kappa: float = 1.0
@@ -169,6 +188,10 @@ class PPOConfig:
                              f"got {self.rollback_triggers!r}")
         if self.value_kind == "quantile" and self.value_clipping:
             raise ValueError("value_clipping is only implemented for value_kind='scalar'")
+        if self.lr_schedule == "plateau":
+            if not self.plateau_atol > 0:
+                raise ValueError(f"plateau_atol must be > 0, got {self.plateau_atol!r}")
+            _plateau_transform(self)  # validates factor, patience, cooldown, min_scale
 
     @property
     def batch_size(self) -> int:
@@ -291,6 +314,8 @@ class PPOState(NamedTuple):
       bc_scale: 0-d float32 multiplier of ``bc_coef`` (the adaptive BC coefficient's state).
       vs_state: :class:`jaxstab.losses.quantile.VarianceScalingState` (quantile head) or an
         unused 0-d float32 (scalar head).
+      plateau: ``optax.contrib.ReduceLROnPlateauState`` (``lr_schedule="plateau"``; its
+        ``scale`` multiplies ``lr``) or an unused 0-d float32.
     """
 
     params: Any
@@ -298,13 +323,23 @@ class PPOState(NamedTuple):
     update_step: jax.Array
     bc_scale: jax.Array
     vs_state: Any
+    plateau: Any = None
 
 
 class PPO(NamedTuple):
-    """``init(key) -> PPOState``; ``update(state, batch, hparams, key) -> (state, metrics)``."""
+    """``init(key) -> PPOState``; ``update(state, batch, hparams, key, *, monitor=None,
+    monitor_valid=None) -> (state, metrics)``."""
 
     init: Callable[[jax.Array], PPOState]
-    update: Callable[[PPOState, Batch, PPOHParams, jax.Array], tuple[PPOState, dict]]
+    update: Callable[..., tuple[PPOState, dict]]
+
+
+def _plateau_transform(cfg: PPOConfig):
+    from jaxstab.schedules import reduce_lr_on_plateau
+
+    return reduce_lr_on_plateau(factor=cfg.plateau_factor, patience=cfg.plateau_patience,
+                                rtol=0.0, atol=cfg.plateau_atol, cooldown=cfg.plateau_cooldown,
+                                min_scale=cfg.plateau_min_scale)
 
 
 def networks_from_config(cfg: PPOConfig, obs_dim: int, action_dim: int) -> PPONetworks:
@@ -404,6 +439,13 @@ def make_ppo(cfg: PPOConfig, networks: PPONetworks, demos: Demos | None = None) 
       float32 arrays (means over the minibatch steps evaluated before an early stop, counts,
       extreme-ratio maxima).
 
+      Reduce-on-plateau (``cfg.lr_schedule == "plateau"``): ``update(..., monitor=v,
+      monitor_valid=ok)`` first feeds the 0-d value ``v`` (higher is better, e.g. the mean
+      episode return of the rollout in ``batch``) to the plateau state when ``ok`` (default
+      True), then trains with ``lr * scale``; without ``monitor`` the state is not advanced.
+      Metrics then include ``lr_scale`` and ``plateau_count``. Other schedules ignore
+      ``monitor``.
+
       Shuffling (a documented contract, so runs are reproducible): epoch ``e`` uses
       ``k_perm, k_mb = jax.random.split(jax.random.split(key, num_epochs)[e])`` and visits
       minibatch ``j`` = ``batch[perm[j * mb : (j + 1) * mb]]`` with
@@ -442,8 +484,12 @@ def make_ppo(cfg: PPOConfig, networks: PPONetworks, demos: Demos | None = None) 
             vs_state = variance_scaling_init()
         else:
             vs_state = jnp.zeros((), jnp.float32)
+        if cfg.lr_schedule == "plateau":
+            plateau = _plateau_transform(cfg).init(jnp.zeros((), jnp.float32))
+        else:
+            plateau = jnp.zeros((), jnp.float32)
         return PPOState(params, opt_state, jnp.zeros((), jnp.int32), jnp.ones((), jnp.float32),
-                        vs_state)
+                        vs_state, plateau)
 
     def value_term(vout: jax.Array, mb: Batch, hp: PPOHParams, vs_state: jax.Array):
         if cfg.value_kind == "scalar":
@@ -492,13 +538,29 @@ def make_ppo(cfg: PPOConfig, networks: PPONetworks, demos: Demos | None = None) 
         bc_scale: jax.Array
         vs_state: Any
 
-    def update(state: PPOState, batch: Batch, hparams: PPOHParams, key: jax.Array):
+    def update(state: PPOState, batch: Batch, hparams: PPOHParams, key: jax.Array, *,
+               monitor: jax.Array | None = None, monitor_valid: jax.Array | None = None):
         hp = _as_f32(hparams)
         b = _check_batch(cfg, nets, batch)
         mb_size = b // cfg.num_minibatches
-        lr = _schedule_value(cfg.lr_schedule, hp.lr, hp.lr_end, state.update_step,
-                             cfg.num_updates, decay_rate=cfg.lr_decay_rate,
-                             step_size=cfg.lr_step_size)
+        plateau = state.plateau
+        if cfg.lr_schedule == "plateau":
+            if plateau is None or not hasattr(plateau, "scale"):
+                raise ValueError("lr_schedule='plateau' needs a PPOState from this init")
+            if monitor is not None:
+                m = jnp.asarray(monitor, jnp.float32)
+                if m.shape != ():
+                    raise ValueError(f"monitor must be a scalar, got shape {m.shape}")
+                # reduce_on_plateau minimizes: feed the negated (maximized) monitored value
+                _, stepped = _plateau_transform(cfg).update((), plateau, value=-m)
+                valid = jnp.ones((), bool) if monitor_valid is None else jnp.asarray(
+                    monitor_valid, bool)
+                plateau = tree_select(valid, stepped, plateau)
+            lr = hp.lr * plateau.scale
+        else:
+            lr = _schedule_value(cfg.lr_schedule, hp.lr, hp.lr_end, state.update_step,
+                                 cfg.num_updates, decay_rate=cfg.lr_decay_rate,
+                                 step_size=cfg.lr_step_size)
         ent_coef = _schedule_value(cfg.ent_schedule, hp.ent_coef, hp.ent_coef_end,
                                    state.update_step, cfg.num_updates)
         tx = _optimizer(hp.max_grad_norm, lr)
@@ -580,8 +642,11 @@ def make_ppo(cfg: PPOConfig, networks: PPONetworks, demos: Demos | None = None) 
             "early_stopped": carry.stopped.astype(jnp.float32),
             "lr": jnp.asarray(lr, jnp.float32), "ent_coef": jnp.asarray(ent_coef, jnp.float32),
         })
+        if cfg.lr_schedule == "plateau":
+            metrics["lr_scale"] = jnp.asarray(plateau.scale, jnp.float32)
+            metrics["plateau_count"] = plateau.plateau_count.astype(jnp.float32)
         new_state = PPOState(carry.params, carry.opt_state, state.update_step + 1,
-                             carry.bc_scale, carry.vs_state)
+                             carry.bc_scale, carry.vs_state, plateau)
         return new_state, metrics
 
     return PPO(init, update)

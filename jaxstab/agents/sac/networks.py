@@ -12,6 +12,9 @@ import jax
 import jax.numpy as jnp
 
 from jaxstab.agents.common import MLP
+from jaxstab.agents.sac.irt import IRTActor, IRTConfig
+
+ACTOR_KINDS = ("mlp", "irt")
 
 
 class Actor(nn.Module):
@@ -74,15 +77,27 @@ class CriticEnsemble(nn.Module):
 
 
 class SACNetworks(NamedTuple):
-    """The actor and critic modules of one SAC agent."""
+    """The actor and critic modules of one SAC agent.
 
-    actor: Actor
+    A stateless actor (:class:`Actor`) maps ``obs -> (mean, log_std)``. A stateful actor (such as
+    :class:`jaxstab.agents.sac.irt.IRTActor`) has an integer attribute ``policy_state_dim > 0``
+    and maps ``(obs, policy_state) -> (mean, log_std, new_policy_state)``; the critic then sees
+    augmented observations ``[obs, policy_state]``.
+    """
+
+    actor: nn.Module
     critic: CriticEnsemble
+
+
+def policy_state_dim(actor: nn.Module) -> int:
+    """Size of an actor's carried policy state (0 for a stateless actor)."""
+    return int(getattr(actor, "policy_state_dim", 0))
 
 
 def make_sac_networks(action_latent_dim: int, *, hidden_sizes: Sequence[int] = (256, 256),
                       num_critics: int = 2, num_atoms: int = 1, log_std_min: float = -5.0,
-                      log_std_max: float = 2.0) -> SACNetworks:
+                      log_std_max: float = 2.0, actor: str = "mlp",
+                      irt: IRTConfig | None = None) -> SACNetworks:
     """Build actor and critic-ensemble modules.
 
     Args:
@@ -91,14 +106,25 @@ def make_sac_networks(action_latent_dim: int, *, hidden_sizes: Sequence[int] = (
       num_critics: critic ensemble size.
       num_atoms: outputs per critic.
       log_std_min, log_std_max: actor log-std bounds.
+      actor: ``"mlp"`` (:class:`Actor`) or ``"irt"`` (:class:`IRTActor`).
+      irt: IRT settings for ``actor="irt"`` (default ``IRTConfig()``).
 
     Returns:
       :class:`SACNetworks`.
+
+    Raises:
+      ValueError: unknown ``actor``.
     """
-    return SACNetworks(
-        actor=Actor(tuple(hidden_sizes), action_latent_dim, log_std_min, log_std_max),
-        critic=CriticEnsemble(tuple(hidden_sizes), num_critics, num_atoms),
-    )
+    if actor not in ACTOR_KINDS:
+        raise ValueError(f"actor must be one of {ACTOR_KINDS}, got {actor!r}")
+    if actor == "irt":
+        actor_module = IRTActor(tuple(hidden_sizes), action_latent_dim,
+                                irt if irt is not None else IRTConfig(), log_std_min, log_std_max)
+    else:
+        actor_module = Actor(tuple(hidden_sizes), action_latent_dim, log_std_min, log_std_max)
+    return SACNetworks(actor=actor_module,
+                       critic=CriticEnsemble(tuple(hidden_sizes), num_critics, num_atoms))
 
 
-__all__ = ["Actor", "CriticEnsemble", "SACNetworks", "make_sac_networks"]
+__all__ = ["ACTOR_KINDS", "Actor", "CriticEnsemble", "SACNetworks", "make_sac_networks",
+           "policy_state_dim"]

@@ -38,6 +38,15 @@ log-probability (and hence "entropy" ``H = -E[log pi]``) means differs:
   the location: a concentrated allocation has much lower entropy than a diversified one with the
   same latent noise, so the entropy bonus also favours diversification.
 
+``"softmax_gaussian"`` (simplex actions; latent dim ``n``; seed 000 BEFORE its Tier 1 fix)
+  ``a = softmax(u)`` with an ``n``-dimensional latent and the seed's "Jacobian approximation"
+  ``log pi = log N(u; mean, sigma) - sum_{i=1}^n log a_i``. This is NOT a density of ``a``:
+  softmax is invariant to ``u + t 1``, so ``n`` latent dimensions map onto an ``(n-1)``-dimensional
+  simplex (the formula is the logistic normal's with one redundant latent direction, along which
+  entropy can be bought for free). Kept for reproduction and ablation (IRT's
+  ``use_projection=False``). Default target entropy: the logistic-normal rule with ``n`` latent
+  dimensions, ``n (0.5 log(2 pi e) + log relative_scale) - n log n``.
+
 The deterministic ("mode") action used for evaluation maps the latent mean through the same
 squashing (for the logistic normal this is the median-like image of the mean, not the density's
 mode).
@@ -51,7 +60,8 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-POLICY_KINDS = ("tanh_gaussian", "projected_gaussian", "logistic_normal")
+POLICY_KINDS = ("tanh_gaussian", "projected_gaussian", "logistic_normal", "softmax_gaussian")
+SIMPLEX_POLICY_KINDS = ("projected_gaussian", "logistic_normal", "softmax_gaussian")
 DEFAULT_RELATIVE_SCALE = 0.25
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 
@@ -131,7 +141,7 @@ def make_policy(kind: str, action_dim: int) -> Policy:
     """Build the policy family ``kind`` for ``action_dim``-dimensional actions.
 
     Args:
-      kind: ``"tanh_gaussian" | "projected_gaussian" | "logistic_normal"``.
+      kind: ``"tanh_gaussian" | "projected_gaussian" | "logistic_normal" | "softmax_gaussian"``.
       action_dim: action dimension (>= 1; >= 2 for the simplex policies).
 
     Returns:
@@ -161,6 +171,17 @@ def make_policy(kind: str, action_dim: int) -> Policy:
 
     def random_simplex(key, shape):
         return _uniform_simplex(key, tuple(shape), n)
+
+    if kind == "softmax_gaussian":
+        def sample(mean, log_std, key):
+            u, logp = _latent(mean, log_std, key)
+            log_a = jax.nn.log_softmax(u, axis=-1)
+            return jnp.exp(log_a), logp - jnp.sum(log_a, axis=-1)
+
+        def mode(mean):
+            return jax.nn.softmax(mean, axis=-1)
+
+        return Policy(kind, n, n, sample, mode, random_simplex)
 
     if kind == "projected_gaussian":
         def sample(mean, log_std, key):
@@ -193,6 +214,8 @@ def default_target_entropy(kind: str, action_dim: int,
       ``relative_scale / n``, relative to weights of size ``1/n``). The seed's ``-n`` is available
       by passing ``target_entropy=-n`` in the hyperparameters.
     - ``logistic_normal``: ``(n-1)(0.5 log(2 pi e) + log relative_scale) - n log n``.
+    - ``softmax_gaussian``: ``n (0.5 log(2 pi e) + log relative_scale) - n log n`` (the seed used
+      ``-n``; pass it explicitly to reproduce).
 
     Args:
       kind: policy kind.
@@ -215,8 +238,10 @@ def default_target_entropy(kind: str, action_dim: int,
         return -float(n)
     if kind == "projected_gaussian":
         return n * (half_log_2pie + math.log(relative_scale / n))
+    if kind == "softmax_gaussian":
+        return n * (half_log_2pie + math.log(relative_scale)) - n * math.log(n)
     return (n - 1) * (half_log_2pie + math.log(relative_scale)) - n * math.log(n)
 
 
-__all__ = ["DEFAULT_RELATIVE_SCALE", "POLICY_KINDS", "Policy", "default_target_entropy",
+__all__ = ["DEFAULT_RELATIVE_SCALE", "POLICY_KINDS", "SIMPLEX_POLICY_KINDS", "Policy", "default_target_entropy",
            "gaussian_log_prob", "make_policy", "tanh_log_det_jacobian"]

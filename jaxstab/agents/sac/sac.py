@@ -28,8 +28,20 @@ import optax
 
 from jaxstab.agents.common import tree_all_finite, tree_select
 from jaxstab.agents.sac import losses as sac_losses
-from jaxstab.agents.sac.networks import SACNetworks, make_sac_networks
-from jaxstab.agents.sac.policies import POLICY_KINDS, Policy, default_target_entropy, make_policy
+from jaxstab.agents.sac.irt import IRTConfig
+from jaxstab.agents.sac.networks import (
+    ACTOR_KINDS,
+    SACNetworks,
+    make_sac_networks,
+    policy_state_dim,
+)
+from jaxstab.agents.sac.policies import (
+    POLICY_KINDS,
+    SIMPLEX_POLICY_KINDS,
+    Policy,
+    default_target_entropy,
+    make_policy,
+)
 from jaxstab.replay import Transition
 
 CRITIC_KINDS = ("mse", "quantile")
@@ -67,6 +79,11 @@ class SACConfig:
       skip_nonfinite: skip (and count) an update whose losses, gradients or new parameters are
         non-finite, leaving parameters, optimizer states and target networks unchanged. Turn off
         only to demonstrate what the guard prevents.
+      actor: ``"mlp"`` (stateless Gaussian-latent MLP) or ``"irt"`` (the IRT prototype policy
+        of :mod:`jaxstab.agents.sac.irt`; needs a simplex ``policy``; its prototype weights are
+        carried as policy state and stored in the replay buffer as augmented observations).
+      irt: :class:`IRTConfig` used when ``actor="irt"`` (with ``irt.use_projection=False`` the
+        effective policy is ``"softmax_gaussian"``, see :func:`effective_policy`).
     """
 
     hidden_sizes: tuple[int, ...] = (256, 256)
@@ -89,9 +106,18 @@ class SACConfig:
     log_std_max: float = 2.0
     target_relative_scale: float = 0.25
     skip_nonfinite: bool = True
+    actor: str = "mlp"
+    irt: IRTConfig = IRTConfig()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden_sizes", tuple(int(h) for h in self.hidden_sizes))
+        if self.actor not in ACTOR_KINDS:
+            raise ValueError(f"actor must be one of {ACTOR_KINDS}, got {self.actor!r}")
+        if not isinstance(self.irt, IRTConfig):
+            raise TypeError(f"irt must be an IRTConfig, got {type(self.irt).__name__}")
+        if self.actor == "irt" and self.policy not in SIMPLEX_POLICY_KINDS:
+            raise ValueError(f"actor='irt' needs a simplex policy {SIMPLEX_POLICY_KINDS}, got "
+                             f"policy={self.policy!r}")
         if self.policy not in POLICY_KINDS:
             raise ValueError(f"policy must be one of {POLICY_KINDS}, got {self.policy!r}")
         if self.critic not in CRITIC_KINDS:
@@ -144,6 +170,39 @@ class SACHParams(NamedTuple):
     reward_scale: jax.Array
 
 
+def effective_policy(cfg: SACConfig) -> str:
+    """The policy kind SAC actually uses: ``cfg.policy``, or ``"softmax_gaussian"`` for an IRT
+    actor with ``cfg.irt.use_projection=False`` (the seed's pre-Tier-1 softmax policy)."""
+    if cfg.actor == "irt" and not cfg.irt.use_projection:
+        return "softmax_gaussian"
+    return cfg.policy
+
+
+def default_networks(cfg: SACConfig, action_dim: int) -> SACNetworks:
+    """The networks :func:`make_sac` builds for ``cfg`` when none are given."""
+    policy = make_policy(effective_policy(cfg), action_dim)
+    num_atoms = cfg.num_quantiles if cfg.critic == "quantile" else 1
+    return make_sac_networks(policy.latent_dim, hidden_sizes=cfg.hidden_sizes,
+                             num_critics=cfg.num_critics, num_atoms=num_atoms,
+                             log_std_min=cfg.log_std_min, log_std_max=cfg.log_std_max,
+                             actor=cfg.actor, irt=cfg.irt)
+
+
+def make_actor_apply(actor: Any) -> Callable[[Any, jax.Array], tuple[jax.Array, jax.Array,
+                                                                     jax.Array]]:
+    """``apply(params, obs_aug [..., obs_dim + S]) -> (mean, log_std, new_policy_state [..., S])``
+    for a stateless (``S = 0``) or stateful actor; splits the augmented observation."""
+    psd = policy_state_dim(actor)
+
+    def apply(params: Any, obs_aug: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+        if psd == 0:
+            mean, log_std = actor.apply(params, obs_aug)
+            return mean, log_std, obs_aug[..., :0]
+        return actor.apply(params, obs_aug[..., :-psd], obs_aug[..., -psd:])
+
+    return apply
+
+
 def default_hparams(cfg: SACConfig, action_dim: int, **overrides: float) -> SACHParams:
     """Default hyperparameters as 0-d float32 arrays.
 
@@ -165,7 +224,8 @@ def default_hparams(cfg: SACConfig, action_dim: int, **overrides: float) -> SACH
     """
     values = dict(
         actor_lr=3e-4, critic_lr=3e-4, alpha_lr=3e-4, gamma=0.99, tau=0.005, init_log_alpha=0.0,
-        target_entropy=default_target_entropy(cfg.policy, action_dim, cfg.target_relative_scale),
+        target_entropy=default_target_entropy(effective_policy(cfg), action_dim,
+                                              cfg.target_relative_scale),
         max_grad_norm=cfg.max_grad_norm if cfg.max_grad_norm is not None else 10.0,
         reward_scale=1.0,
     )
@@ -213,12 +273,18 @@ def make_sac(obs_dim: int, action_dim: int, cfg: SACConfig,
                                  tuple[SACState, dict[str, jax.Array]]]]:
     """Build SAC's pure ``init`` and ``update`` functions.
 
+    Stateful actors (``S = policy_state_dim(actor) > 0``, e.g. ``cfg.actor="irt"``): batch
+    observations are AUGMENTED, ``batch.obs = [obs, policy_state]`` and ``batch.next_obs =
+    [next_obs, next_policy_state]`` of width ``obs_dim + S``; the actor is applied to the split
+    parts and the critics to the augmented vector. With ``S = 0`` nothing changes.
+
     Args:
-      obs_dim: observation dimension (flat observations ``[B, obs_dim]``).
+      obs_dim: (raw) observation dimension (flat observations ``[B, obs_dim]``).
       action_dim: action dimension.
       cfg: :class:`SACConfig`.
-      networks: optional custom :class:`SACNetworks` (default: MLPs from ``cfg``); the actor
-        must output ``(mean, log_std)`` of size ``Policy.latent_dim``, the critic ``[K, B, N]``.
+      networks: optional custom :class:`SACNetworks` (default: :func:`default_networks`); the
+        actor must output ``(mean, log_std)`` of size ``Policy.latent_dim`` (plus the new
+        policy state if stateful), the critic ``[K, B, N]``.
 
     Returns:
       ``init(key, hparams) -> SACState`` and
@@ -241,20 +307,24 @@ def make_sac(obs_dim: int, action_dim: int, cfg: SACConfig,
     """
     if not isinstance(obs_dim, int) or obs_dim < 1:
         raise ValueError(f"obs_dim must be a positive int, got {obs_dim!r}")
-    policy: Policy = make_policy(cfg.policy, action_dim)
-    num_atoms = cfg.num_quantiles if cfg.critic == "quantile" else 1
+    policy: Policy = make_policy(effective_policy(cfg), action_dim)
     if networks is None:
-        networks = make_sac_networks(policy.latent_dim, hidden_sizes=cfg.hidden_sizes,
-                                     num_critics=cfg.num_critics, num_atoms=num_atoms,
-                                     log_std_min=cfg.log_std_min, log_std_max=cfg.log_std_max)
+        networks = default_networks(cfg, action_dim)
     actor, critic = networks.actor, networks.critic
+    psd = policy_state_dim(actor)
+    actor_apply = make_actor_apply(actor)
     critic_loss_impl = _make_critic_loss(cfg)
 
     def init(key: jax.Array, hparams: SACHParams) -> SACState:
         k_actor, k_critic = jax.random.split(key)
         obs = jnp.zeros((1, obs_dim), jnp.float32)
         act = jnp.zeros((1, action_dim), jnp.float32)
-        actor_params = actor.init(k_actor, obs)
+        if psd:
+            pstate = jnp.full((1, psd), 1.0 / psd, jnp.float32)
+            actor_params = actor.init(k_actor, obs, pstate)
+            obs = jnp.concatenate([obs, pstate], axis=-1)
+        else:
+            actor_params = actor.init(k_actor, obs)
         critic_params = critic.init(k_critic, obs, act)
         log_alpha = jnp.asarray(hparams.init_log_alpha, jnp.float32).reshape(())
         tx = _optimizer(cfg, hparams.actor_lr, hparams.max_grad_norm)
@@ -282,7 +352,7 @@ def make_sac(obs_dim: int, action_dim: int, cfg: SACConfig,
         alpha = jnp.exp(state.log_alpha)
 
         # Critic target from the target critics and a fresh next action.
-        next_mean, next_log_std = actor.apply(state.actor_params, batch.next_obs)
+        next_mean, next_log_std, _ = actor_apply(state.actor_params, batch.next_obs)
         next_action, next_logp = policy.sample(next_mean, next_log_std, k_next)
         q_next = critic.apply(state.target_critic_params, batch.next_obs, next_action)  # [K,B,N]
 
@@ -295,7 +365,7 @@ def make_sac(obs_dim: int, action_dim: int, cfg: SACConfig,
             critic_loss_fn, has_aux=True)(state.critic_params)
 
         def actor_loss_fn(actor_params):
-            mean, log_std = actor.apply(actor_params, batch.obs)
+            mean, log_std, _ = actor_apply(actor_params, batch.obs)
             action, logp = policy.sample(mean, log_std, k_pi)
             q = critic.apply(state.critic_params, batch.obs, action)
             return sac_losses.actor_loss(logp, critic_loss_impl.actor_value(q), alpha), logp
@@ -373,7 +443,8 @@ def _make_critic_loss(cfg: SACConfig) -> _CriticLoss:
         variance_scaling=cfg.variance_scaling))
 
 
-__all__ = ["CRITIC_KINDS", "SACConfig", "SACHParams", "SACState", "default_hparams", "make_sac"]
+__all__ = ["CRITIC_KINDS", "SACConfig", "SACHParams", "SACState", "default_hparams",
+           "default_networks", "effective_policy", "make_actor_apply", "make_sac"]
 
 
 def make_sac_actor(action_dim: int, cfg: SACConfig, networks: SACNetworks | None = None
@@ -381,6 +452,9 @@ def make_sac_actor(action_dim: int, cfg: SACConfig, networks: SACNetworks | None
                               Callable[[Any, jax.Array], jax.Array],
                               Callable[[jax.Array, tuple[int, ...]], jax.Array]]:
     """Acting functions matching :func:`make_sac` (same default networks for the same ``cfg``).
+
+    For a stateful actor ``obs`` is the augmented observation ``[obs, policy_state]`` and the new
+    policy state is dropped; use :func:`make_sac_acting` to carry it.
 
     Args:
       action_dim: action dimension.
@@ -392,23 +466,89 @@ def make_sac_actor(action_dim: int, cfg: SACConfig, networks: SACNetworks | None
       ``deterministic_action(actor_params, obs) -> action`` (squashed latent mean), and
       ``random_action(key, batch_shape) -> action`` (warm-up exploration).
     """
-    policy = make_policy(cfg.policy, action_dim)
-    if networks is None:
-        num_atoms = cfg.num_quantiles if cfg.critic == "quantile" else 1
-        networks = make_sac_networks(policy.latent_dim, hidden_sizes=cfg.hidden_sizes,
-                                     num_critics=cfg.num_critics, num_atoms=num_atoms,
-                                     log_std_min=cfg.log_std_min, log_std_max=cfg.log_std_max)
-    actor = networks.actor
+    acting = make_sac_acting(action_dim, cfg, networks)
+    actor_apply = make_actor_apply(acting.actor)
 
     def sample_action(actor_params: Any, obs: jax.Array, key: jax.Array) -> jax.Array:
-        mean, log_std = actor.apply(actor_params, obs)
-        return policy.sample(mean, log_std, key)[0]
+        mean, log_std, _ = actor_apply(actor_params, obs)
+        return acting.policy.sample(mean, log_std, key)[0]
 
     def deterministic_action(actor_params: Any, obs: jax.Array) -> jax.Array:
-        mean, _ = actor.apply(actor_params, obs)
-        return policy.mode(mean)
+        mean, _, _ = actor_apply(actor_params, obs)
+        return acting.policy.mode(mean)
 
-    return sample_action, deterministic_action, policy.random_action
+    return sample_action, deterministic_action, acting.random_action
 
 
-__all__ += ["make_sac_actor"]
+class SACActing(NamedTuple):
+    """Acting functions that carry the policy state (see :func:`make_sac_acting`).
+
+    Attributes:
+      actor: the actor module.
+      policy: the :class:`Policy` family.
+      policy_state_dim: ``S`` (0 for a stateless actor).
+      initial_policy_state: ``batch_size -> [batch_size, S]`` float32 (uniform ``1/S`` for IRT).
+      sample: ``(actor_params, obs [B, obs_dim], policy_state [B, S], key) ->
+        (action [B, n], new_policy_state [B, S])``.
+      mode: ``(actor_params, obs, policy_state) -> (action, new_policy_state)``.
+      random_action: ``(key, batch_shape) -> action``.
+    """
+
+    actor: Any
+    policy: Policy
+    policy_state_dim: int
+    initial_policy_state: Callable[[int], jax.Array]
+    sample: Callable[[Any, jax.Array, jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
+    mode: Callable[[Any, jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
+    random_action: Callable[[jax.Array, tuple[int, ...]], jax.Array]
+
+
+def make_sac_acting(action_dim: int, cfg: SACConfig, networks: SACNetworks | None = None
+                    ) -> SACActing:
+    """Acting functions with an explicit policy state, for stateless and stateful actors alike.
+
+    Args:
+      action_dim: action dimension.
+      cfg: :class:`SACConfig`.
+      networks: the custom networks given to :func:`make_sac`, if any.
+
+    Returns:
+      :class:`SACActing`. The training loop stores ``[obs, policy_state]`` and
+      ``[next_obs, new_policy_state]`` in the replay buffer and resets the policy state with
+      ``initial_policy_state`` when an episode ends.
+
+    Example:
+      >>> acting = make_sac_acting(4, SACConfig(policy="projected_gaussian", actor="irt"))
+      >>> ps = acting.initial_policy_state(2)          # [2, 8], all 1/8
+      >>> a, ps = acting.sample(params, obs, ps, key)  # params from make_sac's init
+    """
+    policy = make_policy(effective_policy(cfg), action_dim)
+    if networks is None:
+        networks = default_networks(cfg, action_dim)
+    actor = networks.actor
+    psd = policy_state_dim(actor)
+    actor_apply = make_actor_apply(actor)
+
+    def initial_policy_state(batch_size: int) -> jax.Array:
+        if psd == 0:
+            return jnp.zeros((batch_size, 0), jnp.float32)
+        return jnp.full((batch_size, psd), 1.0 / psd, jnp.float32)
+
+    def _aug(obs: jax.Array, pstate: jax.Array) -> jax.Array:
+        return jnp.concatenate([obs, pstate.astype(obs.dtype)], axis=-1) if psd else obs
+
+    def sample(actor_params: Any, obs: jax.Array, pstate: jax.Array, key: jax.Array
+               ) -> tuple[jax.Array, jax.Array]:
+        mean, log_std, new = actor_apply(actor_params, _aug(obs, pstate))
+        return policy.sample(mean, log_std, key)[0], (new if psd else pstate)
+
+    def mode(actor_params: Any, obs: jax.Array, pstate: jax.Array
+             ) -> tuple[jax.Array, jax.Array]:
+        mean, _, new = actor_apply(actor_params, _aug(obs, pstate))
+        return policy.mode(mean), (new if psd else pstate)
+
+    return SACActing(actor, policy, psd, initial_policy_state, sample, mode,
+                     policy.random_action)
+
+
+__all__ += ["SACActing", "make_sac_acting", "make_sac_actor"]

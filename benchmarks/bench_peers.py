@@ -1,0 +1,426 @@
+"""Side-by-side peer benchmarks: jaxstab vs rejax, Stable-Baselines3 and SBX, in one run.
+
+Each library runs in its own process: jaxstab's runners (``benchmarks/peers/jaxstab_*.py``) with
+this interpreter, the peers' runners (``benchmarks/peers/{rejax,sb3,sbx}_*.py``) with the
+interpreters of their virtual environments (rejax needs gymnax<1.0, SB3 needs torch; see
+``benchmarks/peers/setup.sh``). Jobs are INTERLEAVED (ours, peer, ours, peer, ...) so that load
+from other processes on a shared machine hits both sides alike. Every runner prints one JSON
+line::
+
+    {"peer", "algo", "env", "steps", "seeds", "compile_s", "run_s", "steps_per_s",
+     "final_returns": [per seed], "eval", "versions", ...}
+
+Suites:
+
+* ``sac``: Pendulum-v1, 64x64 networks, batch 256, one gradient step per env step, lr 1e-3;
+  jaxstab and rejax at 20k steps x 1 seed (timing, repeated), 20k x 8 and 50k x 8 vmapped
+  seeds; SB3 and SBX at a reduced budget (3k steps, 1 seed) for steps/s only. Targets (issue 3):
+  >= 1.5x rejax at 1 and 8 seeds, >= 15x SB3, better final return than rejax at equal budget.
+* ``ppo``: CartPole-v1, PureJaxRL hyperparameters, 500k steps, 1 and 16 vmapped seeds for
+  jaxstab (all default stabilizers on) and rejax; SB3 PPO at 30k steps for steps/s. Targets
+  (issue 4): >= 1.2x rejax, >= 80x SB3.
+
+Writes ``benchmarks/results/bench_peers_<suite>_<platform>.{md,json}`` (``--quick``:
+``bench_peers_<suite>_quick_*``) through :func:`benchmarks._common.write_results`.
+
+Usage: ``python benchmarks/bench_peers.py --suite sac|ppo|all [--quick] [--peers-dir DIR]``.
+First create the peer environments: ``bash benchmarks/peers/setup.sh [DIR]`` (default DIR
+``.venv-peers`` in the repository root).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import time
+from typing import Any, Sequence
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PEERS_DIR_DEFAULT = os.path.join(ROOT, ".venv-peers")
+RUNNERS = os.path.join(ROOT, "benchmarks", "peers")
+
+#: library -> (venv name under --peers-dir, or None for this interpreter)
+VENVS = {"jaxstab": None, "rejax": "rejax", "sb3": "sb3", "sbx": "sb3"}
+
+#: issue targets: (comparison key, minimum ratio ours / peer)
+SAC_TARGETS = {"rejax_1": 1.5, "rejax_n": 1.5, "sb3": 15.0}
+PPO_TARGETS = {"rejax_1": 1.2, "rejax_n": 1.2, "sb3": 80.0}
+
+SAC_SETTINGS = (
+    "Pendulum-v1, actor and twin critics 64x64 (ReLU), batch 256, 1 environment, one gradient "
+    "step per environment step, replay capacity = steps, learning after 1000 steps, lr 1e-3 "
+    "(actor, critics, temperature), gamma 0.99, tau 0.005, target entropy -1. jaxstab and rejax "
+    "run all seeds in one jit(vmap(train)); SB3 and SBX one seed on a reduced budget, for steps/s"
+    " only (their steps/s is the rate after the 1000 warm-up steps, when every step does a "
+    "gradient step; jaxstab's and rejax's include the cheap warm-up steps, 5% of 20k and 2% of "
+    "50k, which flatters them by at most that much vs SB3/SBX). rejax clips gradients element-"
+    "wise (off by default), jaxstab by global norm 10; rejax fills its first 1000 steps with its "
+    "policy, jaxstab with uniform random actions."
+)
+PPO_SETTINGS = (
+    "CartPole-v1, PureJaxRL hyperparameters: 4 envs x 128 steps, 4 epochs, 4 minibatches, lr "
+    "2.5e-4 annealed linearly to 0, clip 0.2, ent 0.01, vf 0.5, max grad norm 0.5, gamma 0.99, "
+    "lambda 0.95, 64x64 tanh networks; 976 updates = 499,712 steps for 500k. jaxstab with every "
+    "default stabilizer on (log-ratio clamp, non-finite update skip; the opt-in ones, early "
+    "stopping, reward normalization, rollback, quantile head, are off) and value clipping 0.2 (as"
+    " PureJaxRL). rejax: separate actor/critic optimizers, element-wise gradient clipping (its "
+    "design), no value clipping. SB3: DummyVecEnv of 4, 1 torch thread, reduced budget for "
+    "steps/s only."
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """One runner invocation: ``lib`` runs ``benchmarks/peers/<lib>_<algo>.py`` with ``args``."""
+
+    lib: str
+    algo: str
+    steps: int
+    seeds: int
+    extra: tuple[str, ...] = ()
+
+    @property
+    def script(self) -> str:
+        return os.path.join(RUNNERS, f"{self.lib}_{self.algo}.py")
+
+    @property
+    def key(self) -> tuple[str, int, int]:
+        return (self.lib, self.steps, self.seeds)
+
+    def argv(self) -> list[str]:
+        return [self.script, "--steps", str(self.steps), "--seeds", str(self.seeds),
+                *self.extra]
+
+
+def parse_result_line(stdout: str) -> dict[str, Any]:
+    """The runner's result: the last stdout line that is a JSON object with a ``"peer"`` key.
+
+    Args:
+      stdout: the runner's whole standard output (libraries may print warnings before it).
+
+    Returns:
+      The decoded dict.
+
+    Raises:
+      ValueError: if no such line exists or required keys are missing.
+    """
+    for line in reversed(stdout.strip().splitlines()):
+        line = line.strip()
+        if not line.startswith("{"):
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(obj, dict) and "peer" in obj:
+            missing = {"steps", "seeds", "run_s", "steps_per_s", "final_returns"} - set(obj)
+            if missing:
+                raise ValueError(f"runner result lacks keys {sorted(missing)}: {line[:200]}")
+            if len(obj["final_returns"]) != obj["seeds"]:
+                raise ValueError(f"final_returns has {len(obj['final_returns'])} entries for "
+                                 f"{obj['seeds']} seeds")
+            return obj
+    raise ValueError("no JSON result line with a 'peer' key in the runner's output:\n"
+                     + stdout[-1000:])
+
+
+def peer_python(lib: str, peers_dir: str) -> str:
+    """Interpreter for ``lib``: this one for jaxstab, ``<peers_dir>/<venv>/bin/python`` else.
+
+    Raises:
+      FileNotFoundError: if the peer's environment does not exist (with the setup command).
+    """
+    venv = VENVS[lib]
+    if venv is None:
+        return sys.executable
+    py = os.path.join(peers_dir, venv, "bin", "python")
+    if not os.path.exists(py):
+        raise FileNotFoundError(
+            f"peer environment for {lib!r} not found at {os.path.join(peers_dir, venv)}; create "
+            f"the peer environments with `bash benchmarks/peers/setup.sh {peers_dir}` (or pass "
+            "--peers-dir to where they are)")
+    return py
+
+
+def run_job(job: Job, peers_dir: str, *, timeout: float = 3600.0,
+            env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run one job in a subprocess and return its parsed result (or an ``{"error": ...}`` dict).
+
+    The child gets this process's environment (so the same ``XLA_FLAGS``, including jaxstab's
+    CPU scheduler flag, reach every JAX library) plus ``env``.
+    """
+    py = peer_python(job.lib, peers_dir)
+    child_env = {**os.environ, **(env or {})}
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run([py, *job.argv()], cwd=ROOT, env=child_env, capture_output=True,
+                              text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"peer": job.lib, "steps": job.steps, "seeds": job.seeds,
+                "error": f"timed out after {timeout:.0f} s (deadlock or overload)"}
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout)[-800:]
+        return {"peer": job.lib, "steps": job.steps, "seeds": job.seeds,
+                "error": f"exit code {proc.returncode}: {tail}"}
+    try:
+        res = parse_result_line(proc.stdout)
+    except ValueError as err:
+        return {"peer": job.lib, "steps": job.steps, "seeds": job.seeds, "error": str(err)}
+    res["wall_s"] = round(wall, 2)
+    return res
+
+
+def summarize(values: Sequence[float]) -> dict[str, float]:
+    """Mean, population std, min and max of ``values`` (a non-empty sequence of floats)."""
+    a = np.asarray(values, np.float64)
+    if a.size == 0:
+        raise ValueError("values must be non-empty")
+    return {"mean": float(a.mean()), "std": float(a.std()), "min": float(a.min()),
+            "max": float(a.max())}
+
+
+def rate(res: dict[str, Any]) -> float:
+    """Throughput used for ratios: ``steps_per_s_learning`` when present (SB3/SBX SAC: the rate
+    after the warm-up steps), else ``steps_per_s``."""
+    return float(res.get("steps_per_s_learning", res["steps_per_s"]))
+
+
+def aggregate(results: Sequence[dict[str, Any]]) -> dict[tuple[str, int, int], dict[str, Any]]:
+    """Group results by (library, steps, seeds): median rate / run / compile time over the
+    repetitions, and the final returns of every repetition pooled (repetitions reuse the same
+    seeds' keys only in jaxstab's and rejax's runners with ``--seed`` fixed, so the pooled list
+    is what was measured, duplicates included)."""
+    groups: dict[tuple[str, int, int], list[dict[str, Any]]] = {}
+    for r in results:
+        groups.setdefault((r["peer"], int(r["steps"]), int(r["seeds"])), []).append(r)
+    out = {}
+    for key, rs in groups.items():
+        ok = [r for r in rs if "error" not in r]
+        agg: dict[str, Any] = {"reps": len(ok), "errors": [r["error"] for r in rs if "error" in r]}
+        if ok:
+            agg["rate"] = float(np.median([rate(r) for r in ok]))
+            agg["rates"] = [rate(r) for r in ok]
+            agg["run_s"] = float(np.median([r["run_s"] for r in ok]))
+            cs = [r["compile_s"] for r in ok if r.get("compile_s") is not None]
+            agg["compile_s"] = float(np.median(cs)) if cs else None
+            agg["returns"] = summarize(ok[-1]["final_returns"])
+            agg["final_returns"] = ok[-1]["final_returns"]
+            agg["eval"] = ok[-1].get("eval", "")
+            agg["versions"] = ok[-1].get("versions", {})
+        out[key] = agg
+    return out
+
+
+def ratio_rows(agg: dict, ours_1: tuple, ours_n: tuple, rejax_1: tuple, rejax_n: tuple,
+               slow_peers: Sequence[tuple], targets: dict[str, float]) -> list[list[Any]]:
+    """Rows ``[comparison, ours steps/s, peer steps/s, ratio, target, met]``.
+
+    ``ours_1``/``rejax_1`` etc. are aggregate keys; ``slow_peers`` are keys of the reduced-budget
+    peers (SB3, SBX), compared with ``ours_1``. A target of None is informational. Missing or
+    failed entries give a row with ``n/a``.
+    """
+    rows = []
+
+    def row(name: str, a: tuple, b: tuple, target: float | None) -> None:
+        ra, rb = agg.get(a, {}).get("rate"), agg.get(b, {}).get("rate")
+        if ra is None or rb is None:
+            rows.append([name, "n/a" if ra is None else round(ra), "n/a" if rb is None
+                         else round(rb), "n/a", target if target else "-", "n/a"])
+            return
+        q = ra / rb
+        met = "-" if target is None else ("yes" if q >= target else "NO")
+        rows.append([name, round(ra), round(rb), f"{q:.2f}x", f">= {target}x" if target else "-",
+                     met])
+
+    row(f"vs rejax, {ours_1[2]} seed", ours_1, rejax_1, targets.get("rejax_1"))
+    row(f"vs rejax, {ours_n[2]} seeds", ours_n, rejax_n, targets.get("rejax_n"))
+    for k in slow_peers:
+        row(f"vs {k[0]} (1 seed, {k[1]} steps)", ours_1, k, targets.get(k[0]))
+    return rows
+
+
+def learning_rows(agg: dict, pairs: Sequence[tuple[tuple, tuple]]) -> list[list[Any]]:
+    """Rows ``[budget, ours mean +- std (min..max), rejax ..., better]`` for equal-budget pairs;
+    "better" = ours' mean final return is higher."""
+    rows = []
+    for ours, peer in pairs:
+        a, b = agg.get(ours, {}).get("returns"), agg.get(peer, {}).get("returns")
+        fmt = (lambda s: "n/a" if s is None else
+               f"{s['mean']:.1f} +- {s['std']:.1f} ({s['min']:.0f} .. {s['max']:.0f})")
+        better = "n/a" if a is None or b is None else ("yes" if a["mean"] > b["mean"] else "NO")
+        rows.append([f"{ours[1]} steps x {ours[2]} seeds", fmt(a), fmt(b), better])
+    return rows
+
+
+def plan(suite: str, quick: bool, repeats: int, *, repeats_n: int = 1,
+         sac_big_steps: int = 50_000) -> dict[str, Any]:
+    """Interleaved job list and the keys used in the ratio tables for one suite.
+
+    ``repeats``: interleaved repetitions of the 1-seed (jaxstab, rejax) timing pair;
+    ``repeats_n``: of the N-seed PPO pair; ``sac_big_steps``: the second SAC budget (8 seeds;
+    0 = only the first budget).
+    """
+    if suite == "sac":
+        steps, big, n, slow = ((2_000, 2_000, 2, 1_300) if quick
+                               else (20_000, sac_big_steps or 20_000, 8, 3_000))
+        one = [Job("jaxstab", "sac", steps, 1), Job("rejax", "sac", steps, 1)]
+        jobs = list(one)
+        jobs += [Job("sb3", "sac", slow, 1), Job("sbx", "sac", slow, 1)]
+        for _ in range(max(repeats - 1, 0)):
+            jobs += one
+        jobs += [Job("jaxstab", "sac", steps, n), Job("rejax", "sac", steps, n)]
+        if big != steps:
+            jobs += [Job("jaxstab", "sac", big, n), Job("rejax", "sac", big, n)]
+        learn = [(("jaxstab", steps, n), ("rejax", steps, n))]
+        if big != steps:
+            learn.append((("jaxstab", big, n), ("rejax", big, n)))
+        slow_keys = [("sb3", slow, 1), ("sbx", slow, 1)]
+        targets = SAC_TARGETS
+    elif suite == "ppo":
+        steps, n, slow = (20_480, 2, 2_048) if quick else (500_000, 16, 30_000)
+        steps = steps // 512 * 512
+        slow = slow // 512 * 512
+        one = [Job("jaxstab", "ppo", steps, 1), Job("rejax", "ppo", steps, 1)]
+        many = [Job("jaxstab", "ppo", steps, n), Job("rejax", "ppo", steps, n)]
+        jobs = list(one) + [Job("sb3", "ppo", slow, 1)]
+        for _ in range(max(repeats - 1, 0)):
+            jobs += one
+        jobs += many * max(repeats_n, 1)
+        learn = [(("jaxstab", steps, n), ("rejax", steps, n))]
+        slow_keys = [("sb3", slow, 1)]
+        targets = PPO_TARGETS
+    else:
+        raise ValueError(f"suite must be 'sac' or 'ppo', got {suite!r}")
+    return {"jobs": jobs, "ours_1": ("jaxstab", steps, 1), "ours_n": ("jaxstab", steps, n),
+            "rejax_1": ("rejax", steps, 1), "rejax_n": ("rejax", steps, n),
+            "slow": slow_keys, "learn": learn, "targets": targets}
+
+
+def main_table_rows(agg: dict) -> list[list[Any]]:
+    order = {"jaxstab": 0, "rejax": 1, "sbx": 2, "sb3": 3}
+    rows = []
+    for key in sorted(agg, key=lambda k: (k[2], k[1], order.get(k[0], 9))):
+        a = agg[key]
+        if "rate" not in a:
+            rows.append([key[0], key[1], key[2], "-", "-", "FAILED", "-", "-", 0,
+                         "; ".join(e[:200] for e in a["errors"])])
+            continue
+        s = a["returns"]
+        rows.append([key[0], key[1], key[2],
+                     "-" if a["compile_s"] is None else round(a["compile_s"], 1),
+                     round(a["run_s"], 1), round(a["rate"]),
+                     f"{s['mean']:.1f} +- {s['std']:.1f}", f"{s['min']:.0f} / {s['max']:.0f}",
+                     a["reps"], ", ".join(str(round(r)) for r in a["rates"])])
+    return rows
+
+
+def run_suite(suite: str, quick: bool, peers_dir: str, repeats: int, timeout: float, *,
+              repeats_n: int = 1, sac_big_steps: int = 50_000) -> str:
+    from benchmarks._common import markdown_table, write_results
+
+    p = plan(suite, quick, repeats, repeats_n=repeats_n, sac_big_steps=sac_big_steps)
+    for lib in sorted({j.lib for j in p["jobs"]}):
+        peer_python(lib, peers_dir)  # fail early with the setup hint
+    load0 = os.getloadavg()
+    t_start = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+    results: list[dict[str, Any]] = []
+
+    def report(done: int) -> str:
+        load1 = os.getloadavg()
+        agg = aggregate(results)
+        rows = main_table_rows(agg)
+        ratios = ratio_rows(agg, p["ours_1"], p["ours_n"], p["rejax_1"], p["rejax_n"], p["slow"],
+                            p["targets"])
+        learning = learning_rows(agg, p["learn"])
+        libs = ("jaxstab", "rejax", "sb3", "sbx")
+        versions = {lib: next((a["versions"] for k, a in agg.items()
+                               if k[0] == lib and "versions" in a), None) for lib in libs}
+        evals = {lib: next((a["eval"] for k, a in agg.items() if k[0] == lib and "eval" in a),
+                           None) for lib in libs}
+        settings = SAC_SETTINGS if suite == "sac" else PPO_SETTINGS
+        notes = "\n\n".join([
+            f"Produced by `python benchmarks/bench_peers.py --suite {suite}"
+            f"{' --quick' if quick else ''}` (started {t_start}). Each library runs in its own "
+            "process (peers in their own virtual environments, `benchmarks/peers/setup.sh`); jobs "
+            "run interleaved (ours, peer, ours, peer, ...), one at a time. Every JAX process gets "
+            f"the same XLA_FLAGS (`{os.environ.get('XLA_FLAGS', '')}`, set by `import jaxstab`).",
+            settings,
+            "Compile time is measured separately (`lower().compile()`; for SBX: a throw-away "
+            "model's first 1300 steps, which includes jit compilation); run time is one call of "
+            "the compiled program (median over repetitions where a configuration ran more than once; the last "
+            "column lists each repetition's steps/s). steps/s = seeds x steps / run time.",
+            "Final return: " + "; ".join(f"{k}: {v}" for k, v in evals.items() if v) + ".",
+            f"LOAD: this 2-core machine was shared with other jobs during the run: load average "
+            f"(1/5/15 min) {load0[0]:.1f}/{load0[1]:.1f}/{load0[2]:.1f} at the start and "
+            f"{load1[0]:.1f}/{load1[1]:.1f}/{load1[2]:.1f} at the end (of the jobs done so far). "
+            "Absolute steps/s are noisy and lower than on a quiet machine; the interleaved ratios are more meaningful than "
+            "the absolute numbers, and still noisy.",
+            "Ratios (ours / peer steps/s, issue targets):\n\n"
+            + markdown_table(["comparison", "jaxstab steps/s", "peer steps/s", "ratio", "target",
+                              "met"], ratios),
+            "Learning at equal budget (final return over seeds, mean +- std (min .. max)):\n\n"
+            + markdown_table(["budget", "jaxstab", "rejax", "jaxstab better"], learning),
+            "Versions: " + "; ".join(f"{k}: " + ", ".join(f"{n} {v}" for n, v in (vs or {}).items()
+                                                             if v)
+                                     for k, vs in versions.items() if vs) + ".",
+        ])
+        name = f"bench_peers_{suite}" + ("_quick" if quick else "")
+        title = {"sac": "SAC on Pendulum-v1: jaxstab vs rejax, SBX, SB3",
+                 "ppo": "PPO on CartPole-v1: jaxstab vs rejax, SB3"}[suite]
+        cols = ["library", "env steps", "seeds", "compile s", "run s", "env steps/s (all seeds)",
+                "final return mean +- std", "min / max", "reps", "steps/s per rep"]
+        if done < len(p["jobs"]):
+            notes = (f"PARTIAL RESULTS: {done} of {len(p['jobs'])} jobs done so far (the "
+                     "file is rewritten after every job).\n\n") + notes
+        return write_results(name, title, cols, rows, notes,
+                             extra={"results": results, "ratios": ratios, "learning": learning,
+                                    "load_start": load0, "load_end": load1})
+
+    for i, job in enumerate(p["jobs"]):
+        t0 = time.perf_counter()
+        res = run_job(job, peers_dir, timeout=timeout)
+        results.append(res)
+        msg = res.get("error") or (f"{rate(res):.0f} steps/s, run {res['run_s']:.1f} s, "
+                                   f"compile {res.get('compile_s')}, final "
+                                   f"{np.mean(res['final_returns']):.1f}")
+        print(f"[bench_peers {suite}] {i + 1}/{len(p['jobs'])} {job.lib} steps={job.steps} "
+              f"seeds={job.seeds}: {msg} ({time.perf_counter() - t0:.0f} s wall, load "
+              f"{os.getloadavg()[0]:.1f})", flush=True)
+        if i + 1 < len(p["jobs"]) and not quick:
+            report(i + 1)
+    return report(len(p["jobs"]))
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--suite", choices=["sac", "ppo", "all"], default="all")
+    ap.add_argument("--quick", action="store_true", help="tiny budgets (smoke run)")
+    ap.add_argument("--peers-dir", default=PEERS_DIR_DEFAULT,
+                    help="directory holding the peer venvs made by benchmarks/peers/setup.sh")
+    ap.add_argument("--repeats", type=int, default=2,
+                    help="interleaved repetitions of the 1-seed timing pairs")
+    ap.add_argument("--repeats-n", type=int, default=1,
+                    help="interleaved repetitions of the N-seed PPO pair")
+    ap.add_argument("--sac-big-steps", type=int, default=50_000,
+                    help="second SAC budget at 8 seeds (0: only 20k)")
+    ap.add_argument("--timeout", type=float, default=3600.0, help="seconds per job")
+    args = ap.parse_args(argv)
+    peers_dir = os.path.abspath(args.peers_dir)
+    if not os.path.isdir(peers_dir):
+        raise SystemExit(f"--peers-dir {peers_dir} does not exist: create the peer environments "
+                         f"with `bash benchmarks/peers/setup.sh {args.peers_dir}`")
+    for suite in (["sac", "ppo"] if args.suite == "all" else [args.suite]):
+        run_suite(suite, args.quick, peers_dir, args.repeats, args.timeout,
+                  repeats_n=args.repeats_n, sac_big_steps=args.sac_big_steps)
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, ROOT)
+    main()

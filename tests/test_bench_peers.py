@@ -1,0 +1,148 @@
+"""Tests of ``benchmarks/bench_peers.py`` (the peer-comparison orchestrator).
+
+The parsing, aggregation and ratio logic run on fake runner output and are checked against
+NumPy re-computations; one slow test runs jaxstab's own SAC runner for real at a tiny budget.
+None of them needs the peers' virtual environments.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _load():
+    spec = importlib.util.spec_from_file_location(
+        "_bench_peers_under_test", os.path.join(ROOT, "benchmarks", "bench_peers.py"))
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up there
+    spec.loader.exec_module(mod)
+    return mod
+
+
+bp = _load()
+
+
+def _fake(peer, steps, seeds, run_s, returns, **extra):
+    return {"peer": peer, "algo": "sac", "env": "Pendulum-v1", "steps": steps, "seeds": seeds,
+            "compile_s": extra.pop("compile_s", 10.0), "run_s": run_s,
+            "steps_per_s": seeds * steps / run_s, "final_returns": list(returns),
+            "versions": {"x": "1"}, **extra}
+
+
+def test_parse_result_line_skips_noise_and_takes_last_result():
+    first = _fake("rejax", 100, 1, 1.0, [-1.0])
+    last = _fake("rejax", 200, 2, 2.0, [-3.0, -4.0])
+    stdout = "\n".join([
+        "UserWarning: something {not json",
+        json.dumps(first),
+        '{"other": 1}',
+        json.dumps(last),
+        "trailing log line",
+    ])
+    assert bp.parse_result_line(stdout) == last
+
+
+@pytest.mark.parametrize("stdout, match", [
+    ("no json here\n", "no JSON result line"),
+    ('{"peer": "x", "steps": 1}', "lacks keys"),
+    (json.dumps({**_fake("x", 10, 2, 1.0, [0.0, 1.0]), "final_returns": [0.0]}), "entries for 2"),
+])
+def test_parse_result_line_rejects_bad_output(stdout, match):
+    with pytest.raises(ValueError, match=match):
+        bp.parse_result_line(stdout)
+
+
+def test_summarize_matches_numpy():
+    x = [-150.0, -210.5, -1265.0, -130.25]
+    s = bp.summarize(x)
+    assert s["mean"] == pytest.approx(np.mean(x))
+    assert s["std"] == pytest.approx(np.std(x))
+    assert (s["min"], s["max"]) == (min(x), max(x))
+    with pytest.raises(ValueError, match="values"):
+        bp.summarize([])
+
+
+def test_aggregate_ratios_and_targets_on_fake_results():
+    results = [
+        _fake("jaxstab", 1000, 1, 2.0, [-200.0]),          # 500 steps/s
+        _fake("rejax", 1000, 1, 4.0, [-300.0]),            # 250 steps/s
+        _fake("jaxstab", 1000, 1, 1.0, [-200.0]),          # 1000 steps/s -> median 750
+        _fake("rejax", 1000, 1, 5.0, [-300.0]),            # 200 steps/s -> median 225
+        _fake("jaxstab", 1000, 4, 8.0, [-150.0, -160.0, -170.0, -400.0]),  # 500 steps/s
+        _fake("rejax", 1000, 4, 10.0, [-140.0, -900.0, -1200.0, -130.0]),  # 400 steps/s
+        _fake("sb3", 300, 1, 10.0, [-1500.0], compile_s=None, steps_per_s_learning=20.0),
+        {"peer": "sbx", "steps": 300, "seeds": 1, "error": "exit code 1: boom"},
+    ]
+    agg = bp.aggregate(results)
+    j1 = agg[("jaxstab", 1000, 1)]
+    assert j1["reps"] == 2 and j1["rate"] == pytest.approx(750.0)
+    assert j1["run_s"] == pytest.approx(1.5)
+    assert agg[("rejax", 1000, 1)]["rate"] == pytest.approx(225.0)
+    assert agg[("sb3", 300, 1)]["rate"] == pytest.approx(20.0)  # the learning-phase rate
+    assert agg[("sb3", 300, 1)]["compile_s"] is None
+    assert agg[("sbx", 300, 1)]["reps"] == 0 and "boom" in agg[("sbx", 300, 1)]["errors"][0]
+    jn = agg[("jaxstab", 1000, 4)]["returns"]
+    assert jn["mean"] == pytest.approx(np.mean([-150, -160, -170, -400]))
+
+    rows = bp.ratio_rows(agg, ("jaxstab", 1000, 1), ("jaxstab", 1000, 4), ("rejax", 1000, 1),
+                         ("rejax", 1000, 4), [("sb3", 300, 1), ("sbx", 300, 1)],
+                         {"rejax_1": 1.5, "rejax_n": 1.5, "sb3": 15.0})
+    by_name = {r[0]: r for r in rows}
+    r1 = by_name["vs rejax, 1 seed"]
+    assert r1[3] == f"{750 / 225:.2f}x" and r1[5] == "yes"
+    rn = by_name["vs rejax, 4 seeds"]
+    assert rn[3] == f"{500 / 400:.2f}x" and rn[5] == "NO"  # 1.25 < 1.5
+    rs = by_name["vs sb3 (1 seed, 300 steps)"]
+    assert rs[3] == f"{750 / 20:.2f}x" and rs[5] == "yes"  # 37.5 >= 15
+    assert by_name["vs sbx (1 seed, 300 steps)"][3] == "n/a"  # failed run: no ratio
+
+    learn = bp.learning_rows(agg, [(("jaxstab", 1000, 4), ("rejax", 1000, 4))])
+    # means -220 (ours) vs -592.5 (rejax): ours is better
+    assert learn[0][3] == "yes"
+    assert learn[0][1].startswith(f"{np.mean([-150, -160, -170, -400]):.1f} +- ")
+
+    table = bp.main_table_rows(agg)
+    assert [r[0] for r in table if r[2] == 1 and r[1] == 1000] == ["jaxstab", "rejax"]
+    assert any(r[0] == "sbx" and r[5] == "FAILED" for r in table)
+
+
+def test_plan_interleaves_ours_and_rejax():
+    for suite in ("sac", "ppo"):
+        jobs = bp.plan(suite, quick=False, repeats=2)["jobs"]
+        jr = [j for j in jobs if j.lib in ("jaxstab", "rejax")]
+        assert [j.lib for j in jr] == ["jaxstab", "rejax"] * (len(jr) // 2)
+        # each rejax job has the same budget as the jaxstab job right before it
+        assert all(a.key[1:] == b.key[1:] for a, b in zip(jr[::2], jr[1::2]))
+    with pytest.raises(ValueError, match="suite"):
+        bp.plan("dqn", quick=True, repeats=1)
+
+
+def test_missing_peer_environment_names_setup_script(tmp_path):
+    with pytest.raises(FileNotFoundError, match="setup.sh"):
+        bp.peer_python("rejax", str(tmp_path))
+    with pytest.raises(SystemExit, match="setup.sh"):
+        bp.main(["--suite", "sac", "--peers-dir", str(tmp_path / "nope")])
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_real_tiny_run_of_our_sac_runner(tmp_path):
+    """jaxstab's runner for real (2000 steps, 1 seed) through run_job, no peer venv needed."""
+    res = bp.run_job(bp.Job("jaxstab", "sac", 2_000, 1), str(tmp_path), timeout=560)
+    assert "error" not in res, res.get("error")
+    assert res["peer"] == "jaxstab" and res["steps"] == 2_000 and res["seeds"] == 1
+    assert res["run_s"] > 0 and res["compile_s"] > 0
+    assert res["steps_per_s"] == pytest.approx(2_000 / res["run_s"], rel=2e-3)
+    (ret,) = res["final_returns"]
+    # Pendulum's per-step reward lies in [-(pi^2 + 0.1 * 8^2 + 0.001 * 2^2), 0]; 200 steps.
+    assert -200 * (np.pi ** 2 + 6.4 + 0.004) <= ret <= 0.0
+    agg = bp.aggregate([res])
+    assert agg[("jaxstab", 2_000, 1)]["rate"] == pytest.approx(res["steps_per_s"])

@@ -1,0 +1,243 @@
+"""Tests of the chunked training driver (jaxstab.training.loop).
+
+A toy runner (a random-walk recurrence with a NumPy reference) covers the driver itself;
+a real PPO run is SIGKILLed in a subprocess and resumed from its orbax checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxstab.training import loop
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+WORKER = os.path.join(REPO, "tests", "_train_worker.py")
+STEPS_PER_CHUNK = 3
+
+
+def _toy_runner(num_chunks: int = 4) -> loop.Runner:
+    """x_t = decay * x_{t-1} + N(fold_in(key, t)), t = 0, 1, ...; 3 steps per chunk."""
+
+    def init(key, hp):
+        del hp
+        return {"x": jnp.zeros((), jnp.float32), "key": key, "t": jnp.zeros((), jnp.int32)}
+
+    def run_chunk(c, hp, chunk_index):
+        def step(c, _):
+            x = c["x"] * hp["decay"] + jax.random.normal(jax.random.fold_in(c["key"], c["t"]))
+            return {"x": x, "key": c["key"], "t": c["t"] + 1}, x
+
+        c, xs = jax.lax.scan(step, c, None, length=STEPS_PER_CHUNK)
+        return c, {"x": xs, "chunk": jnp.full((STEPS_PER_CHUNK,), chunk_index, jnp.int32)}
+
+    def finalize(c, out):
+        return c["x"], jnp.reshape(out["x"], (-1,))
+
+    return loop.Runner(init, run_chunk, num_chunks, finalize)
+
+
+_TOY = _toy_runner()
+
+
+def _reference(key, decay: float, steps: int) -> np.ndarray:
+    x, xs = 0.0, []
+    for t in range(steps):
+        x = decay * x + float(jax.random.normal(jax.random.fold_in(key, t)))
+        xs.append(x)
+    return np.array(xs)
+
+
+def _inputs(decays=(0.5, 0.9)):
+    keys = jax.random.split(jax.random.key(0), len(decays))
+    return keys, {"decay": jnp.asarray(decays, jnp.float32)}
+
+
+def test_run_matches_numpy_reference_and_scan():
+    keys, hp = _inputs()
+    seen = []
+    carry, out = loop.run(_TOY, keys, hp, progress=False,
+                          on_chunk=lambda i, o: seen.append((i, np.array(o["x"]))))
+    n = _TOY.num_chunks * STEPS_PER_CHUNK
+    assert out["x"].shape == (2, _TOY.num_chunks, STEPS_PER_CHUNK)
+    for s, d in enumerate((0.5, 0.9)):
+        ref = _reference(keys[s], d, n)
+        np.testing.assert_allclose(out["x"][s].reshape(-1), ref, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(carry["x"][s], ref[-1], rtol=1e-5, atol=1e-6)
+    # the chunk index reaches run_chunk; on_chunk sees each chunk once, in order, [S, ...]
+    np.testing.assert_array_equal(out["chunk"][:, :, 0], [[0, 1, 2, 3]] * 2)
+    assert [i for i, _ in seen] == [0, 1, 2, 3]
+    np.testing.assert_array_equal(np.stack([x for _, x in seen], 1), out["x"])
+    # finalize per seed == vmap(scan_chunks): the whole run as one program
+    last, xs = loop.finalize(_TOY, carry, out)
+    last_s, xs_s = jax.jit(jax.vmap(lambda k, h: loop.scan_chunks(_TOY, k, h)))(keys, hp)
+    np.testing.assert_allclose(xs, xs_s, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(last, last_s, rtol=1e-6, atol=1e-6)
+
+
+def test_progress_line_and_formatter(capsys):
+    keys, hp = _inputs()
+    loop.run(_TOY, keys, hp)
+    err = capsys.readouterr().err
+    assert "chunk 4/4" in err and "eta" in err and "elapsed" in err
+    loop.run(_TOY, keys, hp, progress=lambda i, o: f"custom{i}:{o['x'].shape}")
+    err = capsys.readouterr().err
+    assert "custom3:(2, 3)" in err and "chunk 4/4" in err
+    loop.run(_TOY, keys, hp, progress=False)
+    assert capsys.readouterr().err == ""
+
+
+def test_default_metrics_text_is_seed_mean_of_last_value():
+    out = {"episode_return": np.array([[1.0, 10.0], [3.0, 20.0]]), "other": np.zeros((2, 2))}
+    assert loop._default_metrics(0, out) == "episode_return 15"
+
+
+class _Crash(RuntimeError):
+    pass
+
+
+def test_crash_and_resume_in_process_equals_uninterrupted(tmp_path):
+    keys, hp = _inputs()
+    ref_carry, ref_out = loop.run(_TOY, keys, hp, progress=False)
+    d = tmp_path / "ckpt"
+
+    def crash_at_2(i, o):
+        if i == 2:
+            raise _Crash  # raised after chunk 2 ran, before its checkpoint is written
+
+    with pytest.raises(_Crash):
+        loop.run(_TOY, keys, hp, checkpoint_dir=d, save_every=1, progress=False,
+                 on_chunk=crash_at_2, metadata={"name": "toy"})
+    assert sorted(int(p) for p in os.listdir(d) if p.isdigit()) == [1, 2]
+    seen = []
+    carry, out = loop.run(_TOY, keys, hp, checkpoint_dir=d, resume=True, progress=False,
+                          on_chunk=lambda i, o: seen.append(i), metadata={"name": "toy"})
+    assert seen == [2, 3]  # resumed after 2 complete chunks
+    for a, b in zip(jax.tree_util.tree_leaves((carry, out)),
+                    jax.tree_util.tree_leaves((ref_carry, ref_out))):
+        if jnp.issubdtype(a.dtype, jax.dtypes.prng_key):
+            a, b = jax.random.key_data(a), jax.random.key_data(b)
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    # keep=3 latest steps; a finished run resumes to itself without running a chunk
+    assert sorted(int(p) for p in os.listdir(d) if p.isdigit()) == [2, 3, 4]
+    seen.clear()
+    carry2, _ = loop.run(_TOY, keys, hp, checkpoint_dir=d, resume=True, progress=False,
+                         on_chunk=lambda i, o: seen.append(i), metadata={"name": "toy"})
+    assert seen == []
+    np.testing.assert_array_equal(carry2["x"], ref_carry["x"])
+    # save_every=3 with 4 chunks: steps 3 and 4 (the last chunk is always saved)
+    d2 = tmp_path / "every3"
+    loop.run(_TOY, keys, hp, checkpoint_dir=d2, save_every=3, keep=None, progress=False)
+    assert sorted(int(p) for p in os.listdir(d2) if p.isdigit()) == [3, 4]
+    desc = json.loads((d2 / loop.RUN_FILE).read_text())
+    assert desc["num_chunks"] == 4 and desc["num_seeds"] == 2
+
+
+def test_resume_into_a_different_run_is_refused(tmp_path):
+    keys, hp = _inputs()
+    d = tmp_path / "ckpt"
+    loop.run(_TOY, keys, hp, checkpoint_dir=d, progress=False, metadata={"lr": 1e-3})
+    with pytest.raises(FileExistsError, match="resume=True"):
+        loop.run(_TOY, keys, hp, checkpoint_dir=d, progress=False, metadata={"lr": 1e-3})
+    with pytest.raises(ValueError, match=r"metadata\['lr'\]"):
+        loop.run(_TOY, keys, hp, checkpoint_dir=d, resume=True, progress=False,
+                 metadata={"lr": 3e-4})
+    with pytest.raises(ValueError, match="hparams differ"):
+        loop.run(_TOY, keys, {"decay": jnp.asarray([0.5, 0.8], jnp.float32)},
+                 checkpoint_dir=d, resume=True, progress=False, metadata={"lr": 1e-3})
+    k3, hp3 = _inputs((0.5, 0.9, 0.1))
+    with pytest.raises(ValueError, match="num_seeds"):
+        loop.run(_TOY, k3, hp3, checkpoint_dir=d, resume=True, progress=False,
+                 metadata={"lr": 1e-3})
+    with pytest.raises(ValueError, match="keys_sha256"):
+        loop.run(_TOY, jax.random.split(jax.random.key(1), 2), hp, checkpoint_dir=d,
+                 resume=True, progress=False, metadata={"lr": 1e-3})
+    with pytest.raises(ValueError, match="num_chunks"):
+        loop.run(_toy_runner(5), keys, hp, checkpoint_dir=d, resume=True, progress=False,
+                 metadata={"lr": 1e-3})
+
+
+def test_argument_errors():
+    keys, hp = _inputs()
+    with pytest.raises(TypeError, match="runner"):
+        loop.run((_TOY.init, _TOY.run_chunk, 4, _TOY.finalize), keys, hp)
+    with pytest.raises(ValueError, match="num_chunks"):
+        loop.run(_TOY._replace(num_chunks=0), keys, hp)
+    with pytest.raises(ValueError, match="leading seed axis"):
+        loop.run(_TOY, keys, {"decay": jnp.float32(0.5)})
+    with pytest.raises(ValueError, match="save_every"):
+        loop.run(_TOY, keys, hp, save_every=0)
+    with pytest.raises(ValueError, match="keep"):
+        loop.run(_TOY, keys, hp, keep=0)
+    with pytest.raises(ValueError, match="keys"):
+        loop.run(_TOY, jax.random.key(0), hp)
+    b = loop.broadcast_hparams({"decay": 0.5}, 2)
+    assert b["decay"].shape == (2,)
+
+
+# ---------------------------------------------------------------- real crash (SIGKILL)
+def _env():
+    env = dict(os.environ)
+    env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_sigkilled_ppo_run_resumes_to_the_uninterrupted_result(tmp_path):
+    """A PPO CartPole run (2 seeds, 6 chunks, rollback + reward norm, checkpoint per chunk) is
+    SIGKILLed after its third chunk (two checkpoints on disk), resumed in a new process and
+    must end with the final carry (parameters, optimizer, env, normalizer and rollback states,
+    PRNG keys) and all metrics *bitwise* equal to an uninterrupted run of the same chunked
+    program in this process."""
+    sys.path.insert(0, os.path.join(REPO, "tests"))
+    try:
+        import _train_worker as W
+    finally:
+        sys.path.pop(0)
+    d, out = tmp_path / "ckpt", tmp_path / "final.npz"
+    cmd = [sys.executable, WORKER, "--dir", str(d), "--out", str(out), "--sleep", "30"]
+    p = subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=subprocess.PIPE,
+                         stderr=subprocess.DEVNULL, text=True)
+    lines = []
+    try:
+        for line in p.stdout:  # blocks until the worker prints
+            lines.append(line.strip())
+            if line.strip() == "chunk 2":  # chunks 0 and 1 are saved; it now sleeps 30 s
+                os.kill(p.pid, signal.SIGKILL)
+                break
+    finally:
+        if p.poll() is None:
+            try:
+                p.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.kill(p.pid, signal.SIGKILL)
+                p.wait()
+    assert p.returncode == -signal.SIGKILL, (p.returncode, lines)
+    assert not out.exists()
+    steps = sorted(int(x) for x in os.listdir(d) if x.isdigit())
+    assert steps == [1, 2], steps
+
+    t0 = time.time()
+    r = subprocess.run(cmd[:-2] + ["--sleep", "0", "--resume"], cwd=REPO, env=_env(),
+                       capture_output=True, text=True, timeout=500)
+    assert r.returncode == 0, r.stderr[-3000:]
+    got = r.stdout.split()
+    assert got[:2] == ["start", "2"] and "chunk 0" not in r.stdout and "done" in got, r.stdout
+    assert time.time() - t0 < 500
+
+    runner, keys, hp = W.setup()
+    ref = W.flat_arrays(*loop.run(runner, keys, hp, progress=False))
+    with np.load(out) as f:
+        assert sorted(f.files) == sorted(ref)
+        for name in ref:
+            np.testing.assert_array_equal(f[name], ref[name], err_msg=name)
