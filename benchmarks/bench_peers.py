@@ -354,14 +354,15 @@ def run_suite(suite: str, quick: bool, peers_dir: str, repeats: int, timeout: fl
             settings,
             "Compile time is measured separately (`lower().compile()`; for SBX: a throw-away "
             "model's first 1300 steps, which includes jit compilation); run time is one call of "
-            "the compiled program (median over repetitions where a configuration ran more than once; the last "
-            "column lists each repetition's steps/s). steps/s = seeds x steps / run time.",
+            "the compiled program (median over repetitions where a configuration ran more than "
+            "once; the last column lists each repetition's steps/s). steps/s = seeds x steps / "
+            "run time.",
             "Final return: " + "; ".join(f"{k}: {v}" for k, v in evals.items() if v) + ".",
             f"LOAD: this 2-core machine was shared with other jobs during the run: load average "
             f"(1/5/15 min) {load0[0]:.1f}/{load0[1]:.1f}/{load0[2]:.1f} at the start and "
             f"{load1[0]:.1f}/{load1[1]:.1f}/{load1[2]:.1f} at the end (of the jobs done so far). "
-            "Absolute steps/s are noisy and lower than on a quiet machine; the interleaved ratios are more meaningful than "
-            "the absolute numbers, and still noisy.",
+            "Absolute steps/s are noisy and lower than on a quiet machine; the interleaved "
+            "ratios are more meaningful than the absolute numbers, and still noisy.",
             "Ratios (ours / peer steps/s, issue targets):\n\n"
             + markdown_table(["comparison", "jaxstab steps/s", "peer steps/s", "ratio", "target",
                               "met"], ratios),

@@ -13,7 +13,8 @@ Seeds run one after another; ``steps_per_s`` is the aggregate
 Evaluation: ``evaluate_policy(..., deterministic=True)`` over ``--eval-episodes`` episodes after
 training (not timed). Reduced budget: for steps/s only.
 
-Prints ONE JSON line. Usage: ``.venv-peers/sb3/bin/python benchmarks/peers/sb3_ppo.py --steps 30000``.
+Prints ONE JSON line. Usage:
+``.venv-peers/sb3/bin/python benchmarks/peers/sb3_ppo.py --steps 30000``.
 """
 
 from __future__ import annotations

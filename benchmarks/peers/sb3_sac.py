@@ -8,14 +8,16 @@ target -1. torch runs with ``--torch-threads`` threads (default 1).
 Seeds run one after another (SB3 has no vectorized seeds); ``steps_per_s`` is the
 aggregate ``seeds * steps / sum(run times)``
 (``steps_per_s_learning``: the rate after the 1000 warm-up steps, when every step also
-does a gradient step; the orchestrator compares against that one), ``run_s`` the mean time of one seed's
+does a gradient step; the orchestrator compares against that one), ``run_s`` the mean
+time of one seed's
 ``model.learn``. No compilation: ``compile_s`` is null.
 
 Evaluation: ``evaluate_policy(model, env, n_eval_episodes=--eval-episodes, deterministic=True)``
 after training (not timed); ``final_returns[i]`` is seed i's mean return. The peer is run on a
 reduced budget for steps/s; its returns are not comparable to full-budget runs.
 
-Prints ONE JSON line. Usage: ``.venv-peers/sb3/bin/python benchmarks/peers/sb3_sac.py --steps 3000``.
+Prints ONE JSON line. Usage:
+``.venv-peers/sb3/bin/python benchmarks/peers/sb3_sac.py --steps 3000``.
 """
 
 from __future__ import annotations

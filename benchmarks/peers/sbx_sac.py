@@ -15,7 +15,8 @@ does a gradient step; the orchestrator compares against that one).
 Evaluation: ``evaluate_policy(..., deterministic=True)`` over ``--eval-episodes`` episodes after
 training (not timed). Reduced budget: for steps/s only.
 
-Prints ONE JSON line. Usage: ``.venv-peers/sb3/bin/python benchmarks/peers/sbx_sac.py --steps 3000``.
+Prints ONE JSON line. Usage:
+``.venv-peers/sb3/bin/python benchmarks/peers/sbx_sac.py --steps 3000``.
 """
 
 from __future__ import annotations

@@ -32,10 +32,10 @@ def _actor(cfg=TINY, hidden=(8,), k=K):
     return IRTActor(hidden, k, cfg)
 
 
-def _inputs(key, batch=(5,)):
+def _inputs(key, batch=(5,), m=M):
     k1, k2 = jax.random.split(key)
     obs = jax.random.uniform(k1, batch + (OBS,))
-    w_prev = jax.random.dirichlet(k2, jnp.ones(M), batch)
+    w_prev = jax.random.dirichlet(k2, jnp.ones(m), batch)
     return obs, w_prev
 
 
@@ -191,8 +191,10 @@ def test_each_switch_changes_the_weights(field, value):
 
 
 def test_use_projection_switches_to_softmax_policy():
-    on = SACConfig(actor="irt", policy="projected_gaussian", irt=TINY)
-    off = SACConfig(actor="irt", policy="projected_gaussian", irt=_replace(TINY, use_projection=False))
+    on = SACConfig(actor="irt", policy="projected_gaussian", irt=TINY, hidden_sizes=(8,),
+                   batch_size=4, warmup_steps=4)
+    off = SACConfig(actor="irt", policy="projected_gaussian", hidden_sizes=(8,), batch_size=4,
+                    warmup_steps=4, irt=_replace(TINY, use_projection=False))
     assert effective_policy(on) == "projected_gaussian"
     assert effective_policy(off) == "softmax_gaussian"
     hp_on, hp_off = default_hparams(on, M), default_hparams(off, M)
@@ -204,10 +206,10 @@ def test_use_projection_switches_to_softmax_policy():
     init, _ = make_sac(OBS, M, on)
     params = init(jax.random.key(0), hp_on).actor_params
     obs, w_prev = _inputs(jax.random.key(1))
-    x_on, ps_on = a_on.mode(params, obs, w_prev)
-    x_off, ps_off = a_off.mode(params, obs, w_prev)
+    x_on, ps_on = jax.jit(a_on.mode)(params, obs, w_prev)
+    x_off, ps_off = jax.jit(a_off.mode)(params, obs, w_prev)
     np.testing.assert_array_equal(ps_on, ps_off)  # same head, same weights
-    mean, _, _ = _actor(hidden=(256, 256)).apply(params, obs, w_prev)
+    mean, _, _ = jax.jit(_actor().apply)(params, obs, w_prev)
     np.testing.assert_allclose(x_off, jax.nn.softmax(mean, -1), rtol=1e-5, atol=1e-7)
     assert not np.allclose(x_on, x_off)
 
@@ -244,7 +246,7 @@ def test_actor_loss_gradients_finite_and_reach_every_parameter():
         q = nets.critic.apply(state.critic_params, obs_aug, a)
         return sac_losses.actor_loss(logp, jnp.min(q[..., 0], axis=0), 0.2)
 
-    grads = jax.grad(loss)(state.actor_params)
+    grads = jax.jit(jax.grad(loss))(state.actor_params)
     flat = jax.tree_util.tree_flatten_with_path(grads)[0]
     names = {jax.tree_util.keystr(p) for p, _ in flat}
     for part in ("prototype_means", "prototypes", "tokens", "fitness", "log_std", "Dense_0"):
@@ -256,7 +258,7 @@ def test_actor_loss_gradients_finite_and_reach_every_parameter():
 
 def _fd_check(cfg, seed=0):
     actor = IRTActor((5,), 3, cfg)
-    obs, w_prev = _inputs(jax.random.key(seed), (2,))
+    obs, w_prev = _inputs(jax.random.key(seed), (2,), m=3)
     params = actor.init(jax.random.key(seed + 1), obs, w_prev)
     params = jax.tree_util.tree_map(lambda x: x.astype(jnp.float64), params)
     obs, w_prev = obs.astype(jnp.float64), w_prev.astype(jnp.float64)
@@ -266,7 +268,8 @@ def _fd_check(cfg, seed=0):
         mean, _, _ = actor.apply(p, obs, w_prev)
         return jnp.sum(mean * v)
 
-    grad = jax.grad(f)(params)
+    grad = jax.jit(jax.grad(f))(params)
+    f = jax.jit(f)
     leaves, treedef = jax.tree_util.tree_flatten(params)
     keys = jax.random.split(jax.random.key(11), len(leaves))
     direction = jax.tree_util.tree_unflatten(
@@ -296,11 +299,11 @@ def test_implicit_equals_unrolled_at_convergence_and_differs_when_truncated(x64)
                         sinkhorn_max_iters=iters, sinkhorn_tol=1e-13, sinkhorn_implicit=implicit,
                         use_replicator=False)
         actor = IRTActor((5,), 3, cfg)
-        obs, w_prev = _inputs(jax.random.key(0), (2,))
+        obs, w_prev = _inputs(jax.random.key(0), (2,), m=3)
         params = actor.init(jax.random.key(1), obs, w_prev)
         params = jax.tree_util.tree_map(lambda x: x.astype(jnp.float64), params)
-        return jax.grad(lambda p: jnp.sum(actor.apply(p, obs.astype(jnp.float64),
-                                                      w_prev.astype(jnp.float64))[0] ** 2))(params)
+        return jax.jit(jax.grad(lambda p: jnp.sum(actor.apply(p, obs.astype(jnp.float64),
+                                                      w_prev.astype(jnp.float64))[0] ** 2)))(params)
 
     g_imp, g_unr = grads(True, 3000), grads(False, 3000)
     for a, b in zip(jax.tree_util.tree_leaves(g_imp), jax.tree_util.tree_leaves(g_unr)):

@@ -382,3 +382,65 @@ def test_env_action_mapping():
     np.testing.assert_allclose(N.env_action("tanh_gaussian", raw, low, high), ref, rtol=1e-6)
     a = jnp.array([1, 0], jnp.int32)
     assert N.env_action("discrete", a) is a
+
+
+# ---------------------------------------------------------------- reduce-on-plateau LR
+def test_plateau_lr_drops_after_patience_and_not_before():
+    """patience 3, factor 0.5, atol 0.1 (improvement: value > best + 0.1). Hand simulation:
+    u0 1.0 new best | u1 2.0 new best | u2 2.05 no (1) | u3 1.5 no (2) | u4 2.09 no (3 = patience:
+    scale 0.5, count 0) | u5 not valid, skipped | u6 2.2 new best | u7-u9 2.0 no (1, 2, 3: scale
+    0.25). Update k trains with the scale after seeing value k."""
+    cfg, nets = _setup(lr_schedule="plateau", plateau_patience=3, plateau_factor=0.5,
+                       plateau_atol=0.1)
+    ppo = make_ppo(cfg, nets)
+    state = ppo.init(jax.random.key(0))
+    batch = _batch(cfg, nets, state.params, jax.random.key(1))
+    upd = jax.jit(ppo.update)
+    values = [1.0, 2.0, 2.05, 1.5, 2.09, 100.0, 2.2, 2.0, 2.0, 2.0]
+    valid = [True] * 5 + [False] + [True] * 4
+    want_scale = [1, 1, 1, 1, 0.5, 0.5, 0.5, 0.5, 0.5, 0.25]
+    want_count = [0, 0, 1, 2, 0, 0, 0, 1, 2, 0]
+    hp = ppo_hparams(lr=1e-3)
+    for k, (v, ok) in enumerate(zip(values, valid)):
+        state, m = upd(state, batch, hp, jax.random.key(k), monitor=jnp.float32(v),
+                       monitor_valid=jnp.asarray(ok))
+        np.testing.assert_allclose(m["lr"], 1e-3 * want_scale[k], rtol=1e-6, err_msg=str(k))
+        assert float(m["lr_scale"]) == want_scale[k], k
+        assert float(m["plateau_count"]) == want_count[k], k
+    # without a monitored value the plateau state does not move
+    s2, m2 = upd(state, batch, hp, jax.random.key(99))
+    assert float(m2["lr_scale"]) == 0.25 and _leaves_equal(s2.plateau, state.plateau)
+    # a non-finite value never improves
+    s3 = state
+    for k in range(3):
+        s3, m3 = upd(s3, batch, hp, jax.random.key(k), monitor=jnp.float32(np.nan))
+    assert float(m3["lr_scale"]) == 0.125
+    with pytest.raises(ValueError, match="plateau_atol"):
+        PPOConfig(lr_schedule="plateau", plateau_atol=0.0)
+    with pytest.raises(ValueError, match="factor"):
+        PPOConfig(lr_schedule="plateau", plateau_factor=1.5)
+
+
+# ---------------------------------------------------------------- simplex actions
+def test_softmax_gaussian_actions_and_latent_density():
+    raw = jnp.array([[0.0, 1.0, -2.0], [50.0, -50.0, 0.0]], jnp.float32)
+    w = np.asarray(N.env_action("softmax_gaussian", raw, 0.0, 1.0))
+    e = np.exp(np.asarray(raw, np.float64) - np.asarray(raw, np.float64).max(-1, keepdims=True))
+    np.testing.assert_allclose(w, e / e.sum(-1, keepdims=True), rtol=1e-6, atol=1e-12)
+    np.testing.assert_allclose(w.sum(-1), 1.0, rtol=1e-6)
+    # the latent direction 1 does not change the action
+    np.testing.assert_allclose(N.env_action("softmax_gaussian", raw + 3.0), w, rtol=1e-6)
+    # the stored latent's log-density is the diagonal Gaussian's (NumPy reference)
+    cfg, nets = _setup(policy_kind="softmax_gaussian")
+    ppo = make_ppo(cfg, nets)
+    state = ppo.init(jax.random.key(0))
+    batch = _batch(cfg, nets, state.params, jax.random.key(1))
+    mu, ls = np.asarray(batch.pout_old.loc, np.float64), np.asarray(batch.pout_old.log_std,
+                                                                   np.float64)
+    u = np.asarray(batch.action, np.float64)
+    ref = np.sum(-0.5 * ((u - mu) / np.exp(ls)) ** 2 - ls - 0.5 * np.log(2 * np.pi), -1)
+    np.testing.assert_allclose(batch.logp, ref, rtol=1e-5, atol=1e-5)
+    _, m = _jit_update(ppo)(state, batch, ppo_hparams(), jax.random.key(2))
+    # first minibatch of the first epoch is on-policy: every step ran, ratios near 1
+    assert float(m["num_applied_steps"]) == cfg.num_epochs * cfg.num_minibatches
+    assert np.isfinite(float(m["total_loss"])) and float(m["ratio_max"]) < 2.0

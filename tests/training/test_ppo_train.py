@@ -6,8 +6,17 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from gymnax.environments import spaces
+
 from jaxstab.agents.ppo.ppo import PPOConfig, PPOHParams, ppo_hparams
-from jaxstab.training.ppo import gae, make_evaluate, make_train
+from jaxstab.training import loop
+from jaxstab.training.ppo import (
+    default_updates_per_chunk,
+    gae,
+    make_evaluate,
+    make_runner,
+    make_train,
+)
 
 
 # ---------------------------------------------------------------- GAE
@@ -128,6 +137,117 @@ def test_tanh_gaussian_pendulum_train_and_evaluate_small():
         rs.ppo.params, jax.random.key(1))
     # Pendulum rewards lie in [-16.27, 0]; 50 steps
     assert ret.shape == (2,) and np.all(ret <= 0.0) and np.all(ret >= -16.3 * 50)
+
+
+# ---------------------------------------------------------------- chunked runner
+def test_default_updates_per_chunk():
+    # 500k CartPole steps: 976 = 16 x 61 updates -> 16 chunks of 61
+    assert default_updates_per_chunk(976) == 61
+    assert default_updates_per_chunk(1000) == 50  # 20 chunks
+    assert default_updates_per_chunk(100) == 5
+    assert default_updates_per_chunk(4) == 1  # fewer than 10 updates: one per chunk
+    assert default_updates_per_chunk(97) == 1  # prime: 97 chunks is nearer 10..50 than 1
+    for n in (6, 48, 61, 976, 2048):
+        d = default_updates_per_chunk(n)
+        assert n % d == 0
+
+
+def test_runner_chunks_equal_make_train_and_loop_run():
+    """make_train (one chunk) == make_train with 3 chunks of 2 updates, bitwise; the Python
+    driver loop.run + finalize (a different XLA program per chunk) equals vmap(make_train) up
+    to float32 rounding."""
+    env, env_params = gymnax.make("CartPole-v1")
+    cfg = PPOConfig(**{**_SMALL, "total_timesteps": 192}, reward_norm=True)
+    assert cfg.num_updates == 6
+    with pytest.raises(ValueError, match="does not divide"):
+        make_runner(cfg, env, env_params, updates_per_chunk=4)
+    with pytest.raises(ValueError, match="updates_per_chunk"):
+        make_runner(cfg, env, env_params, updates_per_chunk=0)
+    runner = make_runner(cfg, env, env_params, updates_per_chunk=2)
+    assert runner.num_chunks == 3
+    assert make_runner(cfg, env, env_params).num_chunks == 6
+    keys = jax.random.split(jax.random.key(5), 2)
+    hp = ppo_hparams(lr=1e-3)
+    one = jax.jit(jax.vmap(make_train(cfg, env, env_params), in_axes=(0, None)))(keys, hp)
+    three = jax.jit(jax.vmap(make_train(cfg, env, env_params, updates_per_chunk=2),
+                             in_axes=(0, None)))(keys, hp)
+    for a, b in zip(jax.tree_util.tree_leaves((one[0].ppo, one[1])),
+                    jax.tree_util.tree_leaves((three[0].ppo, three[1]))):
+        np.testing.assert_array_equal(a, b)
+    seen = []
+    carry, out = loop.run(runner, keys, loop.broadcast_hparams(hp, 2), progress=False,
+                          on_chunk=lambda i, o: seen.append(i))
+    assert seen == [0, 1, 2] and out["episode_return"].shape == (2, 3, 2)
+    rs, m = loop.finalize(runner, carry, out)
+    for a, b in zip(jax.tree_util.tree_leaves(rs.ppo.params),
+                    jax.tree_util.tree_leaves(one[0].ppo.params)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert set(m) == set(one[1])
+    for k in ("episode_return", "episodes", "total_loss", "lr", "train_reward_mean"):
+        assert m[k].shape == (2, 6)
+        np.testing.assert_allclose(m[k], one[1][k], rtol=1e-5, atol=1e-6, err_msg=k)
+
+
+def test_plateau_lr_in_training_loop_follows_recorded_returns():
+    """lr_schedule='plateau' driven by the rollout's mean episode return: the recorded lr
+    sequence equals a NumPy re-simulation from the recorded returns (rollouts without a
+    finished episode are skipped)."""
+    env, env_params = gymnax.make("CartPole-v1")
+    cfg = PPOConfig(**{**_SMALL, "num_steps": 8, "total_timesteps": 16 * 12},
+                    lr_schedule="plateau", plateau_patience=2, plateau_factor=0.5,
+                    plateau_atol=1.0)
+    _, m = jax.jit(make_train(cfg, env, env_params))(jax.random.key(1), ppo_hparams(lr=1e-3))
+    ret, n, lr = (np.asarray(m[k]) for k in ("episode_return", "episodes", "lr"))
+    best, count, scale, want = -np.inf, 0, 1.0, []
+    for r, e in zip(ret, n):
+        if e > 0:
+            if r > best + 1.0:
+                best, count = r, 0
+            else:
+                count += 1
+                if count == 2:
+                    scale, count = scale * 0.5, 0
+        want.append(1e-3 * scale)
+    assert np.any(n == 0) and np.any(n > 0)  # both branches exercised
+    assert min(want) < 1e-3  # the LR did drop in this run
+    np.testing.assert_allclose(lr, want, rtol=1e-6)
+
+
+class _SimplexEnv:
+    """Toy gymnax-style environment with simplex actions over 3 assets.
+
+    Reward ``w_0`` if the action ``w`` lies on the simplex (to 1e-5), else -1; episodes are
+    truncated after 8 steps; the observation is a constant."""
+
+    def reset(self, key, params=None):
+        return jnp.ones((2,), jnp.float32), jnp.zeros((), jnp.int32)
+
+    def step(self, key, state, action, params=None):
+        on_simplex = jnp.all(action >= 0.0) & (jnp.abs(jnp.sum(action) - 1.0) < 1e-5)
+        reward = jnp.where(on_simplex, action[0], -1.0)
+        t = state + 1
+        trunc = t >= 8
+        obs = jnp.ones((2,), jnp.float32)
+        info = {"final_observation": obs}
+        return obs, jnp.where(trunc, 0, t), reward, jnp.zeros((), bool), trunc, info
+
+    def observation_space(self, params=None):
+        return spaces.Box(-1.0, 1.0, (2,), jnp.float32)
+
+    def action_space(self, params=None):
+        return spaces.Box(0.0, 1.0, (3,), jnp.float32)
+
+
+def test_softmax_gaussian_trains_on_a_simplex_environment():
+    env = _SimplexEnv()
+    cfg = PPOConfig(policy_kind="softmax_gaussian", num_envs=4, num_steps=16, num_epochs=4,
+                    num_minibatches=2, total_timesteps=64 * 40, hidden_sizes=(16,),
+                    init_log_std=0.0)
+    _, m = jax.jit(make_train(cfg, env, None))(jax.random.key(0),
+                                               ppo_hparams(lr=1e-2, ent_coef=0.0))
+    r = np.asarray(m["reward_mean"])
+    assert np.all(r >= 0.0)  # every action the env received was on the simplex
+    assert r[:3].mean() < 0.45 and r[-3:].mean() > r[:3].mean() + 0.2, r
 
 
 # ---------------------------------------------------------------- learning (slow)
