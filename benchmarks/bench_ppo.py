@@ -12,13 +12,33 @@ PureJaxRL; the quantile head has no value clipping), 500k steps.
 Usage: ``python benchmarks/bench_ppo.py [--timesteps N] [--seeds 1 16] [--variants a b ...]
 [--repeats R]``. Peers (PureJaxRL, rejax, SB3) need their own virtual environments and are not
 run by this script.
+
+Two more sections (``--section``):
+
+* ``stabilizers``: overhead of each stabilizer. Every stabilizer on (log-ratio clamp,
+  non-finite step guard, global gradient clipping, advantage normalization, KL early stopping,
+  reward normalization, rollback) against the same configuration with one of them switched
+  off, in steps/s of the compiled program; the repetitions of all variants are interleaved
+  (round robin, the order rotated each round) and the minimum time over repetitions is used
+  (the least disturbed run on a shared machine; medians are reported alongside). Overhead of a
+  stabilizer = ``t(all on) / t(all on but that one) - 1``; the target is under 5%.
+  Results: ``benchmarks/results/bench_ppo_overhead_<platform>.md``.
+* ``chunked``: one ``jax.jit(jax.vmap(train))`` program against the chunk-by-chunk driver
+  ``jaxstab.training.loop.run`` (default chunking, without and with a checkpoint after every
+  chunk), same seeds, interleaved repetitions, compile excluded (target: under 3%). Results:
+  ``benchmarks/results/bench_ppo_chunked_<platform>.md``.
+
+``python benchmarks/bench_ppo.py --section stabilizers --timesteps 100000 --repeats 5``
+``python benchmarks/bench_ppo.py --section chunked --timesteps 100000 --seeds 4 --repeats 5``
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
+import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -30,7 +50,8 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from jaxstab.agents.ppo.ppo import PPOConfig, ppo_hparams  # noqa: E402
-from jaxstab.training.ppo import make_train  # noqa: E402
+from jaxstab.training import loop  # noqa: E402
+from jaxstab.training.ppo import make_runner, make_train  # noqa: E402
 
 BASE = dict(num_envs=4, num_steps=128, num_epochs=4, num_minibatches=4, lr_schedule="linear",
             value_clipping=True)
@@ -91,6 +112,147 @@ def run_variant(name: str, overrides: dict, timesteps: int, seeds: int, repeats:
             int(np.sum(fin >= 475)), len(fin), extra.strip()]
 
 
+HP = dict(lr=2.5e-4, lr_end=0.0, clip_eps=0.2, vf_clip_eps=0.2, ent_coef=0.01, vf_coef=0.5,
+          max_grad_norm=0.5, gamma=0.99, gae_lambda=0.95, target_kl=0.015, rollback_kl=0.1,
+          rollback_loss_factor=10.0, rollback_reward_factor=0.5)
+
+#: every stabilizer on (PureJaxRL CartPole base); each entry below switches one of them off
+ALL_ON = dict(clamp_log_ratio=True, skip_nonfinite=True, clip_grad_norm=True, adv_norm="global",
+              early_stopping=True, reward_norm=True, rollback=True)
+STABILIZERS = {
+    "log-ratio clamp": dict(clamp_log_ratio=False),
+    "non-finite step guard": dict(skip_nonfinite=False),
+    "gradient clipping (0.5)": dict(clip_grad_norm=False),
+    "advantage normalization": dict(adv_norm="none"),
+    "KL early stopping (k3, 1.5 x 0.015)": dict(early_stopping=False),
+    "reward normalization": dict(reward_norm=False),
+    "rollback (nonfinite, kl, reward drop)": dict(rollback=False),
+}
+
+
+def _interleaved_times(fns: dict, repeats: int) -> dict:
+    """Run each blocking callable ``repeats`` times, round robin with a rotating order."""
+    names = list(fns)
+    times = {n: [] for n in names}
+    for r in range(repeats):
+        order = names[r % len(names):] + names[:r % len(names)]
+        for n in order:
+            t0 = time.perf_counter()
+            fns[n]()
+            times[n].append(time.perf_counter() - t0)
+    return times
+
+
+def stabilizer_section(timesteps: int, seeds: int, repeats: int) -> None:
+    env, env_params = gymnax.make("CartPole-v1")
+    hp = ppo_hparams(**HP)
+    keys = jax.random.split(jax.random.key(0), seeds)
+    variants = {"all stabilizers on": {}, **{f"all on but {k}": v for k, v in
+                                             STABILIZERS.items()},
+                "all off": {k: v for d in STABILIZERS.values() for k, v in d.items()},
+                "library defaults": {k: PPOConfig.__dataclass_fields__[k].default
+                                     for k in ALL_ON}}
+    fns, cfgs, compile_s, finals = {}, {}, {}, {}
+    for name, over in variants.items():
+        cfg = PPOConfig(**{**BASE, **ALL_ON, **over}, total_timesteps=timesteps)
+        cfgs[name] = cfg
+        train = jax.jit(jax.vmap(make_train(cfg, env, env_params), in_axes=(0, None)))
+        t0 = time.perf_counter()
+        compiled = train.lower(keys, hp).compile()
+        compile_s[name] = time.perf_counter() - t0
+        _, m = jax.block_until_ready(compiled(keys, hp))  # warm-up run
+        finals[name] = final_return(m)
+        fns[name] = (lambda c: lambda: jax.block_until_ready(c(keys, hp)))(compiled)
+        print(f"compiled {name}: {compile_s[name]:.1f} s", flush=True)
+    times = _interleaved_times(fns, repeats)
+    steps = cfgs["all stabilizers on"].num_updates * cfgs["all stabilizers on"].batch_size * seeds
+    t_all = min(times["all stabilizers on"])
+    rows = []
+    for name in variants:
+        t_min, t_med = min(times[name]), float(np.median(times[name]))
+        if name.startswith("all on but "):
+            ovh = f"{100 * (t_all / t_min - 1):+.1f}%"
+            verdict = "ok" if t_all / t_min - 1 < 0.05 else "over 5%"
+        elif name == "all off":
+            ovh = f"{100 * (t_all / t_min - 1):+.1f}% (all together)"
+            verdict = ""
+        else:
+            ovh, verdict = "", ""
+        rows.append([name, round(compile_s[name], 1), round(t_min, 3), round(t_med, 3),
+                     int(steps / t_min), ovh, verdict, round(float(np.mean(finals[name])), 1)])
+    cols = ["variant", "compile s", "run s (min)", "run s (median)", "env steps/s (min time)",
+            "overhead of the switched-off stabilizer", "vs 5% target", "final return (warm-up)"]
+    notes = (f"Produced by `python benchmarks/bench_ppo.py --section stabilizers --timesteps "
+             f"{timesteps} --seeds {seeds} --repeats {repeats}`. CartPole-v1, PureJaxRL "
+             "hyperparameters (4 envs x 128 steps, 4 epochs, 4 minibatches, lr 2.5e-4 annealed, "
+             "clip 0.2, ent 0.01, vf 0.5, value clip 0.2, grad norm 0.5), "
+             f"{timesteps} steps x {seeds} vmapped seed(s). 'all stabilizers on' = log-ratio "
+             "clamp, non-finite step guard, gradient clipping, advantage normalization (global, "
+             "per minibatch), KL early stopping, reward normalization, rollback. Overhead of a "
+             "stabilizer = t(all on) / t(all on but it) - 1 with t the minimum over "
+             f"{repeats} interleaved repetitions (rotating order); compile excluded. The library "
+             "defaults are clamp + non-finite guard + gradient clipping + global advantage "
+             "normalization (early stopping, reward normalization and rollback are opt-in). "
+             "Differences of a few percent are within this shared machine's noise: compare "
+             "the median column too. Early stopping masks the steps it skips (they still run), "
+             "so it cannot make a run faster.")
+    write_results("bench_ppo_overhead", "PPO on CartPole-v1: overhead of each stabilizer", cols,
+                  rows, notes, extra={"times": times})
+
+
+def chunked_section(timesteps: int, seeds: int, repeats: int) -> None:
+    env, env_params = gymnax.make("CartPole-v1")
+    cfg = PPOConfig(**BASE, total_timesteps=timesteps)
+    hp = ppo_hparams(**HP)
+    keys = jax.random.split(jax.random.key(0), seeds)
+    hps = loop.broadcast_hparams(hp, seeds)
+    train = jax.jit(jax.vmap(make_train(cfg, env, env_params), in_axes=(0, None)))
+    t0 = time.perf_counter()
+    compiled = train.lower(keys, hp).compile()
+    c_single = time.perf_counter() - t0
+    runner = make_runner(cfg, env, env_params)
+    t0 = time.perf_counter()
+    loop.run(runner, keys, hps, progress=False)  # compiles (cached per runner)
+    c_chunk = time.perf_counter() - t0
+    tmp = tempfile.mkdtemp(prefix="bench_ppo_ckpt_")
+
+    def chunked_ckpt():
+        d = os.path.join(tmp, "run")
+        shutil.rmtree(d, ignore_errors=True)
+        loop.run(runner, keys, hps, progress=False, checkpoint_dir=d, save_every=1, keep=2)
+
+    fns = {
+        "one program: jit(vmap(train))": lambda: jax.block_until_ready(compiled(keys, hp)),
+        f"loop.run, {runner.num_chunks} chunks": lambda: jax.block_until_ready(
+            loop.finalize(runner, *loop.run(runner, keys, hps, progress=False))),
+        f"loop.run, {runner.num_chunks} chunks + progress line": lambda: jax.block_until_ready(
+            loop.finalize(runner, *loop.run(runner, keys, hps, progress=True))),
+        f"loop.run, {runner.num_chunks} chunks + checkpoint each chunk": chunked_ckpt,
+    }
+    for f in fns.values():  # warm-up (finalize's compile, orbax start-up)
+        f()
+    times = _interleaved_times(fns, repeats)
+    shutil.rmtree(tmp, ignore_errors=True)
+    base = min(times["one program: jit(vmap(train))"])
+    steps = cfg.num_updates * cfg.batch_size * seeds
+    rows = []
+    for name, ts in times.items():
+        t_min = min(ts)
+        rows.append([name, round(t_min, 3), round(float(np.median(ts)), 3), int(steps / t_min),
+                     "" if t_min == base else f"{100 * (t_min / base - 1):+.1f}%"])
+    cols = ["driver", "run s (min)", "run s (median)", "env steps/s", "overhead vs one program"]
+    notes = (f"Produced by `python benchmarks/bench_ppo.py --section chunked --timesteps "
+             f"{timesteps} --seeds {seeds} --repeats {repeats}`. CartPole-v1 PPO, library "
+             f"default stabilizers, PureJaxRL hyperparameters, {timesteps} steps x {seeds} "
+             f"vmapped seeds, {cfg.num_updates} updates in {runner.num_chunks} chunks of "
+             f"{cfg.num_updates // runner.num_chunks}; minimum over {repeats} interleaved "
+             f"repetitions, compile excluded (one program {c_single:.1f} s; chunked driver "
+             f"{c_chunk:.1f} s including its first run). Target for the driver without "
+             "checkpoints: under 3%.")
+    write_results("bench_ppo_chunked", "PPO: chunked driver (loop.run) vs one compiled program",
+                  cols, rows, notes, extra={"times": times})
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--timesteps", type=int, default=500_000)
@@ -98,7 +260,15 @@ def main() -> None:
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS),
                     metavar="VARIANT")
     ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--section", choices=["variants", "stabilizers", "chunked"],
+                    default="variants")
     args = ap.parse_args()
+    if args.section == "stabilizers":
+        stabilizer_section(args.timesteps, args.seeds[0], max(args.repeats, 1))
+        return
+    if args.section == "chunked":
+        chunked_section(args.timesteps, args.seeds[0], max(args.repeats, 1))
+        return
     rows = []
     for name in args.variants:
         for s in args.seeds:

@@ -53,7 +53,7 @@ from jaxstab.envs import wrappers as W  # noqa: E402
 from jaxstab.training import ppo as ppo_training  # noqa: E402
 from jaxstab.training import sac as sac_training  # noqa: E402
 
-SETTINGS = ("reward x1e3", "NaN rewards", "lr x10", "regime switch", "student-t rewards",
+SETTINGS = ("none", "reward x1e3", "NaN rewards", "lr x10", "regime switch", "student-t rewards",
             "reward x1e-3")
 SAC_COLLAPSE = -1000.0
 PPO_COLLAPSE = 50.0
@@ -104,8 +104,10 @@ SAC_PLAN = {
     "reward x1e3": list(SAC_VARIANTS) + list(SAC_SEED000_EXTRA),
     "NaN rewards": ["all on", "- grad clip", "- nonfinite skip", "all off (seed 000)"],
 }
+SAC_PLAN["none"] = ["all on", "- grad clip"]
+PPO_PLAN_NONE = ["all on", "- logratio clamp", "- grad clip", "- early stop"]
 SAC_DEFAULT_PLAN = ["all on", "- grad clip", "all off (seed 000)"]
-PPO_PLAN = {"NaN rewards": list(PPO_VARIANTS)}
+PPO_PLAN = {"NaN rewards": list(PPO_VARIANTS), "none": PPO_PLAN_NONE}
 PPO_DEFAULT_PLAN = ["all on", "- logratio clamp", "- grad clip", "- early stop",
                     "- reward norm", "all off"]
 
@@ -122,7 +124,7 @@ def wrap(env: Any, setting: str, steps_per_env: int) -> Any:
         return W.RegimeSwitch(env, switch_step=steps_per_env // 2, factor=REGIME_FACTOR)
     if setting == "NaN rewards":
         return W.NonFiniteInjection(env, reward_frac=NAN_FRAC, value="nan")
-    if setting == "lr x10":
+    if setting in ("lr x10", "none"):
         return env
     raise ValueError(f"unknown setting {setting!r}")
 
@@ -378,6 +380,9 @@ def _seed000_figure(results: list[dict], path: str) -> None:
     plt.close(fig)
 
 
+TAG = [""]  # output-name suffix (--tag), e.g. "_baseline" for the unstressed reference runs
+
+
 def write_all(results: list[dict], algo: str, notes: str) -> None:
     rs = [r for r in results if r["algo"] == algo]
     if not rs:
@@ -386,19 +391,21 @@ def write_all(results: list[dict], algo: str, notes: str) -> None:
              else "Stress & ablation: PPO (CartPole-v1)")
     cols = SAC_COLUMNS if algo == "sac" else PPO_COLUMNS
     slim = [{k: v for k, v in r.items() if not k.endswith("_traj")} for r in rs]
-    md = write_results(f"bench_stress_{algo}", title, cols, [_row(r) for r in rs], notes,
+    md = write_results(f"bench_stress_{algo}{TAG[0]}", title, cols, [_row(r) for r in rs], notes,
                        extra={"runs": slim})
     with open(md) as fh:
-        text = fh.read().replace(f"python benchmarks/bench_stress_{algo}.py",
-                                 f"python benchmarks/bench_stress.py --algo {algo}")
+        text = fh.read().replace(f"python benchmarks/bench_stress_{algo}{TAG[0]}.py",
+                                 f"python benchmarks/bench_stress.py --algo {algo}"
+                                 + (f" --tag {TAG[0]}" if TAG[0] else ""))
     with open(md, "w") as fh:
         fh.write(text)
-    with open(os.path.join(RESULTS_DIR, f"bench_stress_{algo}_trajectories.json"), "w") as fh:
+    with open(os.path.join(RESULTS_DIR, f"bench_stress_{algo}{TAG[0]}_trajectories.json"),
+              "w") as fh:
         json.dump([{k: v for k, v in r.items() if k.endswith("_traj") or k in
                     ("setting", "variant", "steps")} for r in rs], fh)
     fig_dir = os.path.join(RESULTS_DIR, "figures")
-    _figure(results, algo, os.path.join(fig_dir, f"bench_stress_{algo}.png"))
-    if algo == "sac":
+    _figure(results, algo, os.path.join(fig_dir, f"bench_stress_{algo}{TAG[0]}.png"))
+    if algo == "sac" and not TAG[0]:
         _seed000_figure(results, os.path.join(fig_dir, "bench_stress_sac_seed000.png"))
 
 
@@ -433,12 +440,13 @@ def notes_for(algo: str, args: argparse.Namespace, verdicts: str) -> str:
                 "returns as 'learning started or not', not as converged performance. ")
     else:
         head = (f"PPO: {args.ppo_steps} env steps per seed, {args.seeds} seeds vmapped in one jit "
-                "per static configuration; PureJaxRL CartPole settings (4 envs x 128 steps, 4 epochs x 4 "
-                "minibatches, lr 2.5e-4 linear decay (x10 = 2.5e-3), clip 0.2). 'all on' = "
+                "per static configuration; PureJaxRL CartPole settings (4 envs x 128 steps, "
+                "4 epochs x 4 minibatches, lr 2.5e-4 linear decay (x10 = 2.5e-3), clip 0.2). "
+                "'all on' = "
                 "log-ratio clamp, non-finite skip, grad clip 0.5, global advantage normalization, "
                 "reward normalization, rollback (nonfinite, kl, reward drop), KL early stopping "
-                "(k3, target 0.015). Log-ratio clamp, grad clip and early stopping are switched off "
-                "through their hyperparameters (logratio_clip, max_grad_norm, target_kl = 1e9: "
+                "(k3, target 0.015). Log-ratio clamp, grad clip and early stopping are switched "
+                "off through their hyperparameters (logratio_clip, max_grad_norm, target_kl = 1e9: "
                 "they never act, and the variants share one compiled program as vmapped lanes); "
                 "the others through PPOConfig. Diverged = non-finite "
                 f"parameters or clean deterministic return < {PPO_COLLAPSE:g} (8 episodes). ")
@@ -459,10 +467,12 @@ def main() -> None:
     p.add_argument("--variants", nargs="*", default=None, help="subset of variant names")
     p.add_argument("--sac-steps", type=int, default=8000)
     p.add_argument("--ppo-steps", type=int, default=100_000)
+    p.add_argument("--tag", default="", help="suffix of the result files' names")
     p.add_argument("--budget-min", type=float, default=0.0,
                    help="minutes after which no new setting starts (0 = no limit)")
     p.add_argument("--verdicts", default="", help="file with the written verdicts (Markdown)")
     args = p.parse_args()
+    TAG[0] = args.tag
     if args.quick:
         args.seeds, args.sac_steps, args.ppo_steps = 2, 1000, 4096
     verdicts = ""

@@ -12,7 +12,9 @@ gymnax-compatible: ``reset(key, params) -> (obs, state)`` and
   (:func:`evaluate_policy`, 1/N, buy-and-hold, minimum variance).
 """
 
+from .baselines import BASELINES, baseline, evaluate_policy
 from .data import DEFAULT_SPLITS, MarketData, SplitData, load_prices, split
+from .metrics import summary
 from .portfolio import (
     PortfolioEnv,
     PortfolioParams,
@@ -25,6 +27,7 @@ from .portfolio import (
 from .registry import ENV_NAMES, make
 
 __all__ = [
+    "BASELINES",
     "DEFAULT_SPLITS",
     "ENV_NAMES",
     "MarketData",
@@ -32,11 +35,14 @@ __all__ = [
     "PortfolioParams",
     "PortfolioState",
     "SplitData",
+    "baseline",
     "eval_params",
+    "evaluate_policy",
     "load_prices",
     "make",
     "make_portfolio",
     "obs_layout",
     "sanitize_weights",
     "split",
+    "summary",
 ]

@@ -165,7 +165,8 @@ def sanitize_weights(action: jax.Array) -> jax.Array:
     """Map any ``[..., A]`` action to the simplex deterministically.
 
     ``a <- where(isfinite(a), a, 0)``; ``a <- max(a, 0)``; ``w = a / sum(a)``, or ``1/A``
-    everywhere if ``sum(a) == 0``.
+    everywhere if ``sum(a) == 0`` (entries above 1 are first divided by ``max(a)`` so that
+    the sum cannot overflow; this does not change ``w``).
 
     Args:
       action: ``[..., A]`` floating array.
@@ -175,6 +176,8 @@ def sanitize_weights(action: jax.Array) -> jax.Array:
     """
     a = jnp.where(jnp.isfinite(action), action, 0)
     a = jnp.maximum(a, 0)
+    m = jnp.max(a, axis=-1, keepdims=True)
+    a = a / jnp.where(m > 1, m, 1)  # huge entries: rescale first so the sum cannot overflow
     s = jnp.sum(a, axis=-1, keepdims=True)
     ok = s > 0
     return jnp.where(ok, a / jnp.where(ok, s, 1), 1.0 / action.shape[-1]).astype(action.dtype)
@@ -276,7 +279,7 @@ class PortfolioEnv(Environment):
         if params is None:
             params = self.default_params
         dt = params.log_returns.dtype
-        wdw, n = params.window, params.num_assets
+        wdw = params.window
         j = params.history + state.start + state.time
         window = jax.lax.dynamic_slice_in_dim(params.log_returns, j - wdw, wdw, axis=0)
         parts = [window.reshape(-1)]
@@ -287,7 +290,6 @@ class PortfolioEnv(Environment):
                 raise ValueError(f"unknown feature {f!r}")
         crisis = jax.lax.dynamic_slice_in_dim(params.crisis, j - 1, 1, axis=0)
         parts += [state.weights, crisis.astype(dt)]
-        del n
         return jnp.concatenate(parts).astype(dt)
 
     def is_terminated(self, state: PortfolioState, params: PortfolioParams) -> jax.Array:

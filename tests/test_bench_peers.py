@@ -97,11 +97,12 @@ def test_aggregate_ratios_and_targets_on_fake_results():
                          {"rejax_1": 1.5, "rejax_n": 1.5, "sb3": 15.0})
     by_name = {r[0]: r for r in rows}
     r1 = by_name["vs rejax, 1 seed"]
-    assert r1[3] == f"{750 / 225:.2f}x" and r1[5] == "yes"
+    assert r1[3] == f"{750 / 225:.2f}x" and r1[6] == "yes"
+    assert r1[4] == f"{1000 / 250:.2f}x"  # best of the repetitions on each side
     rn = by_name["vs rejax, 4 seeds"]
-    assert rn[3] == f"{500 / 400:.2f}x" and rn[5] == "NO"  # 1.25 < 1.5
+    assert rn[3] == f"{500 / 400:.2f}x" and rn[6] == "NO"  # 1.25 < 1.5
     rs = by_name["vs sb3 (1 seed, 300 steps)"]
-    assert rs[3] == f"{750 / 20:.2f}x" and rs[5] == "yes"  # 37.5 >= 15
+    assert rs[3] == f"{750 / 20:.2f}x" and rs[6] == "yes"  # 37.5 >= 15
     assert by_name["vs sbx (1 seed, 300 steps)"][3] == "n/a"  # failed run: no ratio
 
     learn = bp.learning_rows(agg, [(("jaxstab", 1000, 4), ("rejax", 1000, 4))])

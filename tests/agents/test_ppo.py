@@ -413,7 +413,8 @@ def test_plateau_lr_drops_after_patience_and_not_before():
     # a non-finite value never improves
     s3 = state
     for k in range(3):
-        s3, m3 = upd(s3, batch, hp, jax.random.key(k), monitor=jnp.float32(np.nan))
+        s3, m3 = upd(s3, batch, hp, jax.random.key(k), monitor=jnp.float32(np.nan),
+                     monitor_valid=jnp.asarray(True))
     assert float(m3["lr_scale"]) == 0.125
     with pytest.raises(ValueError, match="plateau_atol"):
         PPOConfig(lr_schedule="plateau", plateau_atol=0.0)

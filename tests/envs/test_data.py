@@ -2,7 +2,6 @@
 
 import csv
 import gzip
-import io
 import os
 
 import numpy as np

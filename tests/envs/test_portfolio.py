@@ -8,6 +8,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from jaxstab.envs import data as D
 from jaxstab.envs.portfolio import (
@@ -280,3 +282,18 @@ def test_state_dtypes_stable_and_one_trace(val):
     assert len(traces) == 1
     for x, y in zip(jax.tree.leaves(s0), jax.tree.leaves(s)):
         assert x.dtype == y.dtype and x.shape == y.shape and not y.weak_type
+
+
+_sanitize_jit = jax.jit(sanitize_weights)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.one_of(st.floats(-3e38, 3e38, width=32, allow_subnormal=False),
+                          st.sampled_from([np.nan, np.inf, -np.inf, 0.0])),
+                min_size=5, max_size=5))
+def test_sanitize_property(values):
+    a = np.array(values, np.float32)
+    w = np.asarray(_sanitize_jit(jnp.asarray(a)))
+    assert np.isfinite(w).all() and (w >= 0).all()
+    np.testing.assert_allclose(w.sum(), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(w, _np_sanitize(a.astype(np.float64)), rtol=1e-5, atol=1e-6)

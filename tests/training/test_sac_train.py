@@ -9,7 +9,8 @@ from flax import struct
 from gymnax.environments import environment, spaces
 
 from jaxstab.agents.sac import SACConfig, default_hparams
-from jaxstab.training.sac import make_train
+from jaxstab.training.loop import Runner
+from jaxstab.training.sac import make_runner, make_train
 
 
 @struct.dataclass
@@ -83,6 +84,51 @@ def test_buffer_stores_final_observation_and_terminated_only():
     np.testing.assert_array_equal(np.asarray(m["updated"]), [0.0] * 16 + [1.0] * 16)
     assert int(out.state.agent.step) == 16
     assert np.all(np.isfinite(np.asarray(m["critic_loss"])))
+
+
+def test_runner_chunks_reproduce_train():
+    """finalize(scan(run_chunk)) is train (bitwise); jit(run_chunk) chunk by chunk from Python
+    matches it to float32 tolerance (separately compiled programs may fuse differently)."""
+    env = CounterEnv()
+    params = env.default_params
+    cfg = _small_cfg(total_steps=192, updates_per_step=2)
+    runner = make_runner(cfg, env, params)
+    assert isinstance(runner, Runner) and runner.num_chunks == 3
+    hp = default_hparams(cfg, 1)
+    key = jax.random.key(7)
+    ref = jax.jit(make_train(cfg, env, params))(key, hp)
+
+    def scanned(key, hp):
+        carry = runner.init(key, hp)
+        carry, outs = jax.lax.scan(lambda c, i: runner.run_chunk(c, hp, i), carry,
+                                   jnp.arange(runner.num_chunks, dtype=jnp.int32))
+        return runner.finalize(carry, outs)
+
+    out = jax.jit(scanned)(key, hp)
+    for a, b in zip(jax.tree_util.tree_leaves(out), jax.tree_util.tree_leaves(ref)):
+        if jnp.issubdtype(a.dtype, jax.dtypes.prng_key):
+            a, b = jax.random.key_data(a), jax.random.key_data(b)
+        np.testing.assert_array_equal(a, b)
+
+    carry = jax.jit(runner.init)(key, hp)
+    step = jax.jit(runner.run_chunk)
+    outs = []
+    for c in range(runner.num_chunks):
+        carry, o = step(carry, hp, jnp.asarray(c, jnp.int32))
+        assert o["critic_loss"].shape == (cfg.eval_interval // cfg.num_envs,)
+        assert o["eval_return"].shape == ()
+        outs.append(o)
+    stacked = jax.tree_util.tree_map(lambda *x: jnp.stack(x), *outs)
+    chunked = jax.jit(runner.finalize)(carry, stacked)
+    np.testing.assert_allclose(chunked.eval_returns, ref.eval_returns, rtol=1e-5)
+    np.testing.assert_array_equal(chunked.eval_steps, ref.eval_steps)
+    for k in ref.metrics:
+        np.testing.assert_allclose(chunked.metrics[k], ref.metrics[k], rtol=1e-4, atol=1e-5,
+                                   err_msg=k)
+    for a, b in zip(jax.tree_util.tree_leaves(chunked.state.agent),
+                    jax.tree_util.tree_leaves(ref.state.agent)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(chunked.state.buffer.data.obs, ref.state.buffer.data.obs)
 
 
 def test_vmap_over_seeds_and_hparams_matches_single_runs():

@@ -82,6 +82,8 @@ class PPOConfig:
         default, as DESIGN.md asks; note PureJaxRL's CartPole recipe has it on, and on CartPole
         with that recipe it mattered in our runs: see ``tests/training/test_ppo_train.py``).
       skip_nonfinite: skip (and count) a minibatch step whose loss or gradients are non-finite.
+      clip_grad_norm: global gradient-norm clipping at ``hparams.max_grad_norm`` (default on;
+        False removes the transform, for ablations and overhead measurements).
       lr_schedule: ``"constant"``, ``"linear"``, ``"cosine"`` or ``"exponential"`` from ``lr`` to
         ``lr_end`` over ``num_updates`` updates (constant within an update, as PureJaxRL), or
         ``"step"``: ``lr * lr_decay_rate^floor(update / lr_step_size)``, or ``"plateau"``:
@@ -136,6 +138,7 @@ class PPOConfig:
     clamp_log_ratio: bool = True
     value_clipping: bool = False
     skip_nonfinite: bool = True
+    clip_grad_norm: bool = True
     lr_schedule: str = "constant"
     lr_decay_rate: float = 0.5
     lr_step_size: int = 100
@@ -350,9 +353,10 @@ def networks_from_config(cfg: PPOConfig, obs_dim: int, action_dim: int) -> PPONe
                          init_log_std=cfg.init_log_std)
 
 
-def _optimizer(max_grad_norm: jax.Array, lr: jax.Array) -> optax.GradientTransformation:
+def _optimizer(max_grad_norm: jax.Array, lr: jax.Array,
+               clip: bool = True) -> optax.GradientTransformation:
     return optax.chain(
-        optax.clip_by_global_norm(max_grad_norm),
+        optax.clip_by_global_norm(max_grad_norm) if clip else optax.identity(),
         optax.scale_by_adam(eps=1e-5),
         optax.scale_by_learning_rate(lr),
     )
@@ -477,7 +481,7 @@ def make_ppo(cfg: PPOConfig, networks: PPONetworks, demos: Demos | None = None) 
 
     def init(key: jax.Array) -> PPOState:
         params = nets.init(key, jnp.zeros((nets.obs_dim,), jnp.float32))
-        opt_state = _optimizer(jnp.float32(0.5), jnp.float32(1e-3)).init(params)
+        opt_state = _optimizer(jnp.float32(0.5), jnp.float32(1e-3), cfg.clip_grad_norm).init(params)
         if cfg.value_kind == "quantile":
             from jaxstab.losses.quantile import variance_scaling_init
 
@@ -563,7 +567,7 @@ def make_ppo(cfg: PPOConfig, networks: PPONetworks, demos: Demos | None = None) 
                                  step_size=cfg.lr_step_size)
         ent_coef = _schedule_value(cfg.ent_schedule, hp.ent_coef, hp.ent_coef_end,
                                    state.update_step, cfg.num_updates)
-        tx = _optimizer(hp.max_grad_norm, lr)
+        tx = _optimizer(hp.max_grad_norm, lr, cfg.clip_grad_norm)
         if cfg.adv_norm_scope == "batch":
             batch = batch._replace(advantages=_normalize_adv(cfg, batch.advantages, batch.group))
 
