@@ -17,7 +17,7 @@ the ideal CPU speedup is 1x and the ideal CPU efficiency 1/d; what the CPU table
 overhead (or gain) of splitting the same work into d per-device programs.
 
 Usage: ``python benchmarks/bench_scaling.py [--devices 1 2 4 8] [--seeds 8 64 1024]
-[--updates 4] [--repeats 2] [--quick]``.
+[--updates 2] [--repeats 2] [--quick]``.
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--devices", type=int, nargs="+", default=[1, 2, 4, 8])
     ap.add_argument("--seeds", type=int, nargs="+", default=[8, 64, 1024])
-    ap.add_argument("--updates", type=int, default=4,
+    ap.add_argument("--updates", type=int, default=2,
                     help=f"PPO updates per seed ({NUM_ENVS} envs x {NUM_STEPS} steps each)")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--timeout", type=int, default=1800, help="seconds per device count")

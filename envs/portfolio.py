@@ -165,8 +165,8 @@ def sanitize_weights(action: jax.Array) -> jax.Array:
     """Map any ``[..., A]`` action to the simplex deterministically.
 
     ``a <- where(isfinite(a), a, 0)``; ``a <- max(a, 0)``; ``w = a / sum(a)``, or ``1/A``
-    everywhere if ``sum(a) == 0`` (entries above 1 are first divided by ``max(a)`` so that
-    the sum cannot overflow; this does not change ``w``).
+    everywhere if ``sum(a) == 0``. If ``max(a) > 2^100`` the entries are first multiplied by
+    ``2^-100`` (exact in float32/float64) so that the sum cannot overflow.
 
     Args:
       action: ``[..., A]`` floating array.
@@ -176,8 +176,9 @@ def sanitize_weights(action: jax.Array) -> jax.Array:
     """
     a = jnp.where(jnp.isfinite(action), action, 0)
     a = jnp.maximum(a, 0)
-    m = jnp.max(a, axis=-1, keepdims=True)
-    a = a / jnp.where(m > 1, m, 1)  # huge entries: rescale first so the sum cannot overflow
+    # huge entries: scale by an exact power of two first so that the sum cannot overflow
+    big = jnp.max(a, axis=-1, keepdims=True) > 2.0 ** 100
+    a = jnp.where(big, a * 2.0 ** -100, a)
     s = jnp.sum(a, axis=-1, keepdims=True)
     ok = s > 0
     return jnp.where(ok, a / jnp.where(ok, s, 1), 1.0 / action.shape[-1]).astype(action.dtype)

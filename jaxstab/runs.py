@@ -309,7 +309,7 @@ def _hparam_types(cls: type) -> dict[str, Any]:
 def default_steps(algo: str, env: str) -> int:
     """Default ``--steps`` (environment transitions per seed)."""
     if env == "portfolio":
-        return 12_000 if algo == "sac" else 40_960
+        return 10_000 if algo == "sac" else 40_960
     return 20_000 if algo == "sac" else 100_000
 
 

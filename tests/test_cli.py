@@ -180,3 +180,14 @@ def test_keys_and_help():
     assert "actor_lr" in res.stdout and "hidden_sizes" in res.stdout and "cost_bps" in res.stdout
     res = jaxstab("train", "--help", timeout=120)
     assert res.returncode == 0 and "--resume" in res.stdout and "--set" in res.stdout
+
+
+def test_bench_lists_every_benchmark_script():
+    res = jaxstab("bench", "--suite", "quick", "--dry-run", timeout=120)
+    assert res.returncode == 0, res.stderr
+    scripts = sorted(f[:-3] for f in os.listdir(os.path.join(ROOT, "benchmarks"))
+                     if (f.startswith("bench_") or f.startswith("check_")) and f.endswith(".py"))
+    for name in scripts + ["loop_overhead"]:
+        assert f"== {name}:" in res.stdout or name == "bench_peers"  # peers: full suite only
+    res = jaxstab("bench", "--suite", "nope", timeout=120)
+    assert res.returncode == 2
