@@ -27,6 +27,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -133,16 +134,26 @@ def main() -> None:
         cmd = [sys.executable, me, "--_child", str(d), "--updates", str(args.updates),
                "--repeats", str(args.repeats), "--seeds", *map(str, args.seeds)]
         t0 = time.time()
-        p = subprocess.run(cmd, env=_child_env(d if on_cpu else None), capture_output=True,
-                           text=True, timeout=args.timeout)
-        if p.returncode:
-            raise SystemExit(f"{d}-device run failed:\n{p.stderr[-3000:]}")
-        for line in p.stdout.splitlines():
-            if line.startswith("{"):
-                r = json.loads(line)
-                results.append(r)
-                print(f"d={r['devices']} S={r['seeds']}: {r['sps']:.0f} steps/s "
-                      f"(run {r['run_s']:.2f}s, compile {r['compile_s']:.1f}s)", flush=True)
+        # stream the child's JSON lines so partial results are visible as they come
+        err = tempfile.TemporaryFile("w+")
+        proc = subprocess.Popen(cmd, env=_child_env(d if on_cpu else None),
+                                stdout=subprocess.PIPE, stderr=err, text=True)
+        try:
+            for line in proc.stdout:
+                if line.startswith("{"):
+                    r = json.loads(line)
+                    results.append(r)
+                    print(f"d={r['devices']} S={r['seeds']}: {r['sps']:.0f} steps/s "
+                          f"(run {r['run_s']:.2f}s, compile {r['compile_s']:.1f}s)", flush=True)
+            rc = proc.wait(timeout=max(1.0, args.timeout - (time.time() - t0)))
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        if rc:
+            err.seek(0)
+            raise SystemExit(f"{d}-device run failed:\n{err.read()[-3000:]}")
+        err.close()
         print(f"  {d} device(s) done in {time.time() - t0:.0f}s", flush=True)
 
     base = {r["seeds"]: r["sps"] for r in results if r["devices"] == 1}

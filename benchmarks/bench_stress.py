@@ -24,8 +24,17 @@ rollbacks, final return mean +- std, and for SAC max/final alpha (ent_coef) and 
 Figures: ``benchmarks/results/figures/bench_stress_{sac,ppo}.png`` and the seed-000 figure
 ``bench_stress_sac_seed000.png``.
 
+Which variants run per setting is set by ``SAC_PLAN`` / ``PPO_PLAN`` (the full grid did not fit
+the shared 2-core machine; the settings where a stabilizer matters most get every variant), and
+variants that differ only in traced hyperparameters share one compiled program as vmapped lanes.
+Setting ``none`` (no stress) gives the reference runs.
+
 Usage: ``python benchmarks/bench_stress.py --algo sac|ppo|all [--seeds 8] [--quick]
-[--settings ...] [--sac-steps N] [--ppo-steps N]``. ``--quick`` is a tiny smoke run.
+[--settings ...] [--variants ...] [--sac-steps N] [--ppo-steps N] [--budget-min M] [--tag T]``;
+``--quick`` is a tiny smoke run that writes nothing; ``--budget-min`` stops starting new settings
+after M minutes; ``--summarize`` prints the critic-loss / alpha statistics used by the verdicts
+from the committed results; ``--rewrite [--verdicts FILE]`` re-renders the committed tables,
+notes and figures from their JSON.
 """
 
 from __future__ import annotations
@@ -412,8 +421,9 @@ def write_all(results: list[dict], algo: str, notes: str) -> None:
 def notes_for(algo: str, args: argparse.Namespace, verdicts: str) -> str:
     try:
         from jaxstab.envs import make_portfolio  # noqa: F401
-        portfolio = ("`jaxstab.envs.make_portfolio` exists but the portfolio stress runs are not "
-                     "wired into this script yet.")
+        portfolio = ("SAC on the portfolio environment (simplex policy): pending. "
+                     "`jaxstab.envs.make_portfolio` arrived during this session, after the "
+                     "compute budget of this run was spent; not wired into this script yet.")
     except ImportError:
         portfolio = ("SAC on the portfolio environment: pending (`jaxstab.envs.make_portfolio` "
                      "does not exist yet).")
@@ -431,12 +441,14 @@ def notes_for(algo: str, args: argparse.Namespace, verdicts: str) -> str:
                 "clip, no skip, variance_scaling='seed' (seed 000's configuration). Diverged = "
                 f"non-finite parameters or clean deterministic return < {SAC_COLLAPSE:g} (about a "
                 "random policy; 5 episodes). Critic loss and alpha are per-step training metrics "
-                "(critic loss is in the stressed reward's units, so x1e3 rewards give ~1e6x "
-                "losses by construction); 'skipped/seed' is SACState.skipped (updates with "
+                "(critic loss is in the stressed reward's units: the quantile-Huber loss is "
+                "linear in large errors, so x1e3 rewards give roughly 1e3x larger losses by "
+                "construction; compare critic losses within a setting only); 'skipped/seed' is "
+                "SACState.skipped (updates with "
                 "non-finite loss/gradients/parameters: skipped when the guard is on, counted "
                 "but applied when it is off); 'NaN metric steps' counts (seed, step) pairs whose "
                 "alpha or critic loss was non-finite. "
-                "Budgets are small because this 2-core machine was shared (load ~10): read the "
+                "Budgets are small because this 2-core machine was shared (load 15-23): read the "
                 "returns as 'learning started or not', not as converged performance. ")
     else:
         head = (f"PPO: {args.ppo_steps} env steps per seed, {args.seeds} seeds vmapped in one jit "
@@ -458,6 +470,48 @@ def notes_for(algo: str, args: argparse.Namespace, verdicts: str) -> str:
     return head + stress + "\n\n" + verdicts
 
 
+def rewrite(args: argparse.Namespace, verdicts: str) -> None:
+    """Re-render the committed tables, notes and figures from their JSON files (no training)."""
+    for algo in ("sac", "ppo"):
+        stem = os.path.join(RESULTS_DIR, f"bench_stress_{algo}{TAG[0]}")
+        if not os.path.exists(stem + "_cpu.json"):
+            continue
+        with open(stem + "_cpu.json") as fh:
+            runs = json.load(fh)["runs"]
+        with open(stem + "_trajectories.json") as fh:
+            trajs = json.load(fh)
+        results = [{**r, **t} for r, t in zip(runs, trajs)]
+        write_all(results, algo, notes_for(algo, args, verdicts))
+
+
+def summarize() -> None:
+    """Print the claim-related statistics of the committed results (no training).
+
+    Critic-loss variability per SAC configuration: over the second half of training, the
+    coefficient of variation (std / mean) of the 100-point block-mean critic-loss trajectory
+    of each seed, median over seeds; and the ratio of max to min (growth after the dip).
+    """
+    rows = []
+    for tag in ("_baseline", "_baseline_vs", ""):
+        path = os.path.join(RESULTS_DIR, f"bench_stress_sac{tag}_trajectories.json")
+        if not os.path.exists(path):
+            continue
+        with open(path) as fh:
+            for r in json.load(fh):
+                c = np.asarray(r["closs_traj"], np.float64)
+                a = np.asarray(r["alpha_traj"], np.float64)
+                half = c[:, c.shape[1] // 2:]
+                with np.errstate(all="ignore"):
+                    cv = np.nanstd(half, 1) / np.nanmean(half, 1)
+                    growth = c[:, -1] / np.nanmin(c, 1)
+                rows.append([r["setting"], r["variant"], f"{np.nanmedian(cv):.3f}",
+                             f"{np.nanmedian(growth):.2f}",
+                             f"{np.nanmedian(np.nanmax(a, 1)):.3g}"])
+    from benchmarks._common import markdown_table
+    print(markdown_table(["setting", "variant", "critic-loss CV, 2nd half (median)",
+                          "final / min critic loss (median)", "max alpha (median seed)"], rows))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--algo", choices=("sac", "ppo", "all"), default="all")
@@ -465,20 +519,30 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="tiny smoke run")
     p.add_argument("--settings", nargs="*", default=list(SETTINGS), choices=SETTINGS)
     p.add_argument("--variants", nargs="*", default=None, help="subset of variant names")
-    p.add_argument("--sac-steps", type=int, default=8000)
+    p.add_argument("--sac-steps", type=int, default=4000)
     p.add_argument("--ppo-steps", type=int, default=100_000)
+    p.add_argument("--rewrite", action="store_true",
+                   help="re-render tables/notes/figures from the committed JSON and exit")
+    p.add_argument("--summarize", action="store_true",
+                   help="print claim statistics from the committed results and exit")
     p.add_argument("--tag", default="", help="suffix of the result files' names")
     p.add_argument("--budget-min", type=float, default=0.0,
                    help="minutes after which no new setting starts (0 = no limit)")
     p.add_argument("--verdicts", default="", help="file with the written verdicts (Markdown)")
     args = p.parse_args()
     TAG[0] = args.tag
-    if args.quick:
-        args.seeds, args.sac_steps, args.ppo_steps = 2, 1000, 4096
+    if args.summarize:
+        summarize()
+        return
     verdicts = ""
     if args.verdicts and os.path.exists(args.verdicts):
         with open(args.verdicts) as fh:
             verdicts = fh.read()
+    if args.rewrite:
+        rewrite(args, verdicts)
+        return
+    if args.quick:
+        args.seeds, args.sac_steps, args.ppo_steps = 2, 1000, 4096
     algos = ("sac", "ppo") if args.algo == "all" else (args.algo,)
     results: list[dict] = []
     skipped: list[str] = []

@@ -1254,7 +1254,8 @@ def evaluate_run(run_dir: str, *, split: str | None = None, episodes: int = 10,
               "split": "train", "episodes": episodes,
               "return_per_seed": per_seed.tolist(), "return_mean": float(per_seed.mean()),
               "return_std": float(per_seed.std()), "returns": rets.tolist()}
-    write_json(os.path.join(run_dir, "eval_train.json"), record)
+    record["path"] = os.path.join(run_dir, "eval_train.json")
+    write_json(record["path"], record)
     try:
         from jaxstab import plots
 

@@ -3,7 +3,7 @@
 Two modes, each run in a fresh interpreter because the CPU device count must be fixed before JAX
 creates its backend:
 
-``devices --out F.npz`` (run with ``XLA_FLAGS=--xla_force_host_platform_device_count=8``):
+``devices --out F.npz [--algos ppo sac]`` (with ``XLA_FLAGS=--xla_force_host_platform_device_count=8``):
   single process, 8 CPU devices. Trains the tiny PPO (CartPole) and SAC (Pendulum) sweeps both
   unsharded (``jax.jit(jax.vmap(train))`` on one device) and with :func:`jaxstab.distributed.sweep`
   (8 and 16 seeds over 8 devices; PPO also 11 seeds with ``pad=True``) and saves every output
@@ -89,14 +89,15 @@ def _store(out: dict, prefix: str, tree) -> None:
         out[prefix + jax.tree_util.keystr(path)] = np.asarray(leaf)
 
 
-def run_devices(out_path: str) -> None:
+def run_devices(out_path: str, algos: list[str]) -> None:
     devices = jax.devices()
     log(f"devices: {len(devices)} x {devices[0].platform}")
     if len(devices) != 8:
         raise SystemExit(f"expected 8 forced CPU devices, got {len(devices)} (XLA_FLAGS="
                          f"{os.environ.get('XLA_FLAGS')!r})")
     out: dict[str, np.ndarray] = {}
-    for name, setup in (("ppo", ppo_setup), ("sac", sac_setup)):
+    for name in algos:
+        setup = {"ppo": ppo_setup, "sac": sac_setup}[name]
         train, keys, hp = setup()
         t0 = time.perf_counter()
         with jax.default_device(devices[0]):
@@ -161,6 +162,7 @@ def main() -> None:
     sub = parser.add_subparsers(dest="mode", required=True)
     p_dev = sub.add_parser("devices")
     p_dev.add_argument("--out", required=True)
+    p_dev.add_argument("--algos", nargs="+", choices=["ppo", "sac"], default=["ppo", "sac"])
     p_mp = sub.add_parser("multiprocess")
     p_mp.add_argument("--coordinator", required=True)
     p_mp.add_argument("--process-id", type=int, required=True)
@@ -169,7 +171,7 @@ def main() -> None:
     p_mp.add_argument("--out", required=True)
     args = parser.parse_args()
     if args.mode == "devices":
-        run_devices(args.out)
+        run_devices(args.out, args.algos)
     else:
         run_multiprocess(args)
 
