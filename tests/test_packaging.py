@@ -37,10 +37,16 @@ def test_wheel_installs_envs_as_subpackage(tmp_path):
     assert "jaxstab/envs/__init__.py" in names
     assert "jaxstab/ops/sinkhorn.py" in names
     assert not any(n.startswith("envs/") for n in names), "envs must not be a top-level package"
+    # the bundled market data and its licence notice ship inside the package
+    assert "jaxstab/envs/data/sp500_20_daily.csv.gz" in names
+    assert "jaxstab/envs/data/NOTICE-sp500.txt" in names
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target),
                     str(wheel)], check=True, capture_output=True, text=True, timeout=600)
     env = dict(os.environ, PYTHONPATH=str(target))
-    out = subprocess.run([sys.executable, "-c", "import jaxstab, jaxstab.envs, jaxstab.ops; print(jaxstab.__file__)"],
+    out = subprocess.run([sys.executable, "-c", "import jaxstab, jaxstab.envs, jaxstab.ops; print(jaxstab.__file__); "
+                          "d = jaxstab.envs.load_prices(); print(d.prices.shape)"],
                          cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip().startswith(str(target))
+    first, shape = out.stdout.strip().splitlines()[-2:]
+    assert first.startswith(str(target))
+    assert shape == "(8313, 20)"
