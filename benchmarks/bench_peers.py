@@ -255,13 +255,22 @@ def ratio_rows(agg: dict, ours_1: tuple, ours_n: tuple, rejax_1: tuple, rejax_n:
 
 def learning_rows(agg: dict, pairs: Sequence[tuple[tuple, tuple]]) -> list[list[Any]]:
     """Rows ``[budget, ours mean +- std (min..max), rejax ..., better]`` for equal-budget pairs;
-    "better" = ours' mean final return is higher."""
+    "better" = ours' mean final return is higher, flagged when the difference is within two
+    standard errors of the difference of means (sample stds, ``std / sqrt(n - 1)`` each)."""
     rows = []
     for ours, peer in pairs:
         a, b = agg.get(ours, {}).get("returns"), agg.get(peer, {}).get("returns")
         fmt = (lambda s: "n/a" if s is None else
                f"{s['mean']:.1f} +- {s['std']:.1f} ({s['min']:.0f} .. {s['max']:.0f})")
-        better = "n/a" if a is None or b is None else ("yes" if a["mean"] > b["mean"] else "NO")
+        if a is None or b is None:
+            better = "n/a"
+        else:
+            na, nb = len(agg[ours]["final_returns"]), len(agg[peer]["final_returns"])
+            se = float(np.sqrt(a["std"] ** 2 / max(na - 1, 1) + b["std"] ** 2 / max(nb - 1, 1)))
+            diff = a["mean"] - b["mean"]
+            better = "yes" if diff > 0 else "NO"
+            if abs(diff) < 2 * se:
+                better += f" (difference {diff:+.1f} within 2 standard errors, {2 * se:.1f})"
         rows.append([f"{ours[1]} steps x {ours[2]} seeds", fmt(a), fmt(b), better])
     return rows
 

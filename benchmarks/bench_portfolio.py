@@ -245,7 +245,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = ap.parse_args(argv)
 
     quick = args.quick
-    steps = args.steps or (512 if quick else 20_000)
+    steps = args.steps or (512 if quick else 16_000)
     seeds = args.seeds or (2 if quick else 5)
     abl_seeds = args.ablation_seeds or seeds
     hidden = args.hidden or (16 if quick else 64)
@@ -255,11 +255,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     batch = 32 if quick else 128
     ppo_num_steps = 32 if quick else 128
     ppo_steps = args.ppo_steps or (4 * ppo_num_steps * 4 if quick else 5 * steps)
-    # chunks: 8 per run (more give finer stability traces but more dispatches)
+    # chunks per run (more give finer stability traces but more dispatches)
     chunks = 2 if quick else 10
     interval = steps // chunks
     interval -= interval % num_envs
     steps = interval * chunks
+    warmup = max(batch, min(warmup, steps // 2))  # tiny runs still learn for half the steps
 
     env, train_p = make_portfolio("train")
     _, val_p = make_portfolio("validation")
@@ -351,18 +352,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             missing.append(f"{label}: {type(e).__name__}: {e}")
             print(f"[{label}] FAILED: {e!r}", flush=True)
 
-    abl: dict[str, Any] = {}
-    for label, cfg in ablations.items():
-        if label == "all tiers on" and abl_seeds == seeds and \
-                "SAC+IRT (projected Gaussian, Tiers 1-4)" in results:
-            abl[label] = results["SAC+IRT (projected Gaussian, Tiers 1-4)"]
-            continue
-        try:
-            abl[label] = run_sac("ablation: " + label, cfg, abl_seeds)
-        except Exception as e:
-            missing.append(f"ablation {label}: {type(e).__name__}: {e}")
-            print(f"[ablation {label}] FAILED: {e!r}", flush=True)
-
     # baselines, computed through the same environment and metrics
     base_test, base_ret = {}, {}
     for name in ("equal_weight", "buy_and_hold", "min_variance"):
@@ -370,85 +359,113 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         base_test[name] = {k: float(v) for k, v in m.items()}
         base_ret[name] = np.asarray(r)
 
-    # ---------------------------------------------------------------- table
-    columns = ["Method (test 2016-2022)", "Seeds", *METRIC_TITLES]
-    rows = []
-    for label, res in results.items():
-        rows.append([label, len(res["selected"])] + [fmt_ms(res["test"][m]) for m in METRICS])
-    for name, m in base_test.items():
-        rows.append([BASELINE_TITLES[name], "-"] + [f"{m[k]:.3f}" for k in METRICS])
-    ew = base_test["equal_weight"]
+    abl: dict[str, Any] = {}
 
-    stab_rows = []
-    for label, s in stab.items():
-        stab_rows.append(_stab_row(label, s, results[label]))
-    abl_rows = [_stab_row(label, res["stability"], res) for label, res in abl.items()]
+    def report(final: bool) -> list[list[Any]]:
+        # ---------------------------------------------------------------- table
+        columns = ["Method (test 2016-2022)", "Seeds", *METRIC_TITLES]
+        rows = []
+        for label, res in results.items():
+            rows.append([label, len(res["selected"])] + [fmt_ms(res["test"][m]) for m in METRICS])
+        for name, m in base_test.items():
+            rows.append([BASELINE_TITLES[name], "-"] + [f"{m[k]:.3f}" for k in METRICS])
+        ew = base_test["equal_weight"]
 
-    notes = [
-        "Data: the bundled 20 S&P 500 stocks (daily, 1990-2022); environment `jaxstab.envs."
-        "make_portfolio` defaults (window 20, 10 bps costs, no cash, 252-day training episodes "
-        "from random start dates). Train split to 2012, validation 2013-2015, test 2016-2022.",
-        f"Budget per seed: SAC {steps} env transitions ({num_envs} vectorized envs, warm-up "
-        f"{warmup}, 1 update per transition, batch {batch}, MLP {hidden}x{hidden}); PPO "
-        f"{results.get('PPO (softmax-Gaussian)', {}).get('env_steps', ppo_steps)} env steps "
-        f"({num_envs} envs x {ppo_num_steps} steps per update, 4 epochs x 4 minibatches, "
-        f"init log-std -0.5, no entropy bonus). SAC hparams: lr 3e-4, gamma 0.99, tau 0.005, "
-        f"reward_scale 100 (daily log returns in percent), initial alpha 0.1, default target "
-        f"entropy of the policy family. IRT: {irt_base}.",
-        f"Model selection (validation only): {ncheck} checkpoints of each seed's actor evenly "
-        "spaced over training (the last is the final parameters); each is evaluated "
-        "deterministically (latent mean, IRT state carried from uniform) over the whole "
-        "validation split; per seed the checkpoint with the highest validation Sharpe is "
-        "evaluated once on test. Mean +- population std over seeds.",
-        f"1/N test Sharpe {ew['sharpe']:.3f}, max drawdown {ew['max_drawdown']:.3f}. Seed "
-        "targets: Sharpe > 1.0 and max drawdown better than -0.20.",
-        "Turnover = mean daily sum |w - h| (h the drifted holding). Max drawdown is negative.",
-    ]
-    if "SAC+IRT (projected Gaussian, Tiers 1-4)" in results:
-        r = results["SAC+IRT (projected Gaussian, Tiers 1-4)"]["test"]
-        beats = int(np.sum(r["sharpe"] > ew["sharpe"]))
-        mdd_ok = int(np.sum(r["max_drawdown"] > -0.2))
-        notes.append(
-            f"SAC+IRT vs 1/N on test: mean Sharpe {mean_std(r['sharpe'])[0]:.3f} vs "
-            f"{ew['sharpe']:.3f} ({beats}/{len(r['sharpe'])} seeds above 1/N); seeds with "
-            f"Sharpe > 1.0: {int(np.sum(r['sharpe'] > 1.0))}; seeds with max drawdown better "
-            f"than -20%: {mdd_ok}.")
-    if missing:
-        notes.append("NOT RUN / FAILED: " + "; ".join(missing))
-    stab_cols = ["Run", "Seeds", "alpha max after warm-up (per seed max)", "alpha final",
-                 "critic loss max", "non-finite / skipped", "all alpha < 1.0", "all critic < 10",
-                 "test Sharpe"]
-    notes.append("Stability over training (seed 000's criteria; alpha max excludes the first 10% "
-                 "of learning steps):\n\n" + _md(stab_cols, stab_rows))
-    if abl_rows:
-        notes.append(f"Ablation on SAC+IRT ({abl_seeds} seeds each, same budget and selection "
-                     "rule; each tier off in turn):\n\n" + _md(stab_cols, abl_rows))
-    notes.append("Validation Sharpe per checkpoint (rows) and seed (columns), selected "
-                 "checkpoint per seed: " + "; ".join(
-                     f"{label}: {np.round(res['val_sharpe'], 3).tolist()} -> "
-                     f"{res['selected'].tolist()}" for label, res in results.items()))
-    notes.append("Wall time: " + ", ".join(
-        f"{label} {res['seconds']:.0f}s" for label, res in {**results, **abl}.items()) + ".")
+        stab_rows = []
+        for label, s in stab.items():
+            stab_rows.append(_stab_row(label, s, results[label]))
+        abl_rows = [_stab_row(label, res["stability"], res) for label, res in abl.items()]
 
-    extra = {
-        "config": {"steps": steps, "ppo_steps": ppo_steps, "seeds": seeds,
-                   "ablation_seeds": abl_seeds, "hidden": hidden, "checkpoints": ncheck,
-                   "num_envs": num_envs, "warmup": warmup, "batch": batch, "quick": quick},
-        "methods": {label: _jsonable({k: v for k, v in res.items() if k != "test_returns"})
-                    for label, res in results.items()},
-        "ablation": {label: _jsonable({k: v for k, v in res.items() if k != "test_returns"})
-                     for label, res in abl.items()},
-        "baselines_test": base_test,
-        "missing": missing,
-    }
-    write = (not quick) or args.write
-    if write:
-        write_results(args.out_name, "Portfolio allocation on S&P 500 (test 2016-2022): SAC+IRT "
-                      "vs SAC vs PPO vs baselines", columns, rows, "\n\n".join(notes), extra)
-        _figures(results, base_ret, test_p, args.out_name)
-    else:
-        print(_md(columns, rows))
-        print("\n\n".join(notes))
+        notes = [
+            "Data: the bundled 20 S&P 500 stocks (daily, 1990-2022); environment `jaxstab.envs."
+            "make_portfolio` defaults (window 20, 10 bps costs, no cash, 252-day training episodes "
+            "from random start dates). Train split to 2012, validation 2013-2015, test 2016-2022.",
+            f"Budget per seed: SAC {steps} env transitions ({num_envs} vectorized envs, warm-up "
+            f"{warmup}, 1 SAC update per vectorized step, i.e. {steps // num_envs} updates, "
+                f"batch {batch}, MLP {hidden}x{hidden}); PPO "
+            f"{results.get('PPO (softmax-Gaussian)', {}).get('env_steps', ppo_steps)} env steps "
+            f"({num_envs} envs x {ppo_num_steps} steps per update, 4 epochs x 4 minibatches, "
+            f"init log-std -0.5, no entropy bonus). SAC hparams: lr 3e-4, gamma 0.99, tau 0.005, "
+            f"reward_scale 100 (daily log returns in percent), initial alpha 0.1, default target "
+            f"entropy of the policy family. IRT: {irt_base}.",
+            f"Model selection (validation only): {ncheck} checkpoints of each seed's actor evenly "
+            "spaced over training (the last is the final parameters); each is evaluated "
+            "deterministically (latent mean, IRT state carried from uniform) over the whole "
+            "validation split; per seed the checkpoint with the highest validation Sharpe is "
+            "evaluated once on test. Mean +- population std over seeds.",
+            f"1/N test Sharpe {ew['sharpe']:.3f}, max drawdown {ew['max_drawdown']:.3f}. Seed "
+            "targets: Sharpe > 1.0 and max drawdown better than -0.20.",
+            "Turnover = mean daily sum |w - h| (h the drifted holding). Max drawdown is negative.",
+        ]
+        if "SAC+IRT (projected Gaussian, Tiers 1-4)" in results:
+            r = results["SAC+IRT (projected Gaussian, Tiers 1-4)"]["test"]
+            beats = int(np.sum(r["sharpe"] > ew["sharpe"]))
+            mdd_ok = int(np.sum(r["max_drawdown"] > -0.2))
+            notes.append(
+                f"SAC+IRT vs 1/N on test: mean Sharpe {mean_std(r['sharpe'])[0]:.3f} vs "
+                f"{ew['sharpe']:.3f} ({beats}/{len(r['sharpe'])} seeds above 1/N); seeds with "
+                f"Sharpe > 1.0: {int(np.sum(r['sharpe'] > 1.0))}; seeds with max drawdown better "
+                f"than -20%: {mdd_ok}.")
+        t2, t0 = abl.get("Tier 2 off (no advantage clip / crisis saturation)"), abl.get(
+            "all tiers on")
+        if t2 is not None and t0 is not None and np.array_equal(t2["test"]["sharpe"],
+                                                                  t0["test"]["sharpe"]):
+            notes.append("Tier 2 off reproduces 'all tiers on' exactly: on this environment the "
+                         "replicator advantage never exceeds the clip (10) and the crisis level is "
+                         "already in [0, 1], so the clip and the saturation never bind.")
+        if missing:
+            notes.append("NOT RUN / FAILED: " + "; ".join(missing))
+        stab_cols = ["Run", "Seeds", "alpha max after warm-up (per seed max)", "alpha final",
+                     "critic loss max", "non-finite / skipped", "all alpha < 1.0", "all critic < 10",
+                     "test Sharpe"]
+        notes.append("Stability over training (seed 000's criteria; alpha max excludes the first 10% "
+                     "of learning steps):\n\n" + _md(stab_cols, stab_rows))
+        if abl_rows:
+            notes.append(f"Ablation on SAC+IRT ({abl_seeds} seeds each, same budget and selection "
+                         "rule; each tier off in turn):\n\n" + _md(stab_cols, abl_rows))
+        notes.append("Validation Sharpe per checkpoint (rows) and seed (columns), selected "
+                     "checkpoint per seed: " + "; ".join(
+                         f"{label}: {np.round(res['val_sharpe'], 3).tolist()} -> "
+                         f"{res['selected'].tolist()}" for label, res in results.items()))
+        notes.append("Wall time: " + ", ".join(
+            f"{label} {res['seconds']:.0f}s" for label, res in {**results, **abl}.items()) + ".")
+
+        extra = {
+            "config": {"steps": steps, "ppo_steps": ppo_steps, "seeds": seeds,
+                       "ablation_seeds": abl_seeds, "hidden": hidden, "checkpoints": ncheck,
+                       "num_envs": num_envs, "warmup": warmup, "batch": batch, "quick": quick},
+            "methods": {label: _jsonable({k: v for k, v in res.items() if k != "test_returns"})
+                        for label, res in results.items()},
+            "ablation": {label: _jsonable({k: v for k, v in res.items() if k != "test_returns"})
+                         for label, res in abl.items()},
+            "baselines_test": base_test,
+            "missing": missing,
+        }
+        write = ((not quick) or args.write)
+        if write:
+            write_results(args.out_name, "Portfolio allocation on S&P 500 (test 2016-2022): SAC+IRT "
+                          "vs SAC vs PPO vs baselines", columns, rows, "\n\n".join(notes), extra)
+            _figures(results, base_ret, test_p, args.out_name)
+        else:
+            print(_md(columns, rows))
+            print("\n\n".join(notes))
+        return rows
+
+    rows = report(final=not ablations)
+    for label, cfg in ablations.items():
+        if label == "all tiers on" and abl_seeds == seeds and \
+                "SAC+IRT (projected Gaussian, Tiers 1-4)" in results:
+            abl[label] = results["SAC+IRT (projected Gaussian, Tiers 1-4)"]
+            continue
+        try:
+            abl[label] = run_sac("ablation: " + label, cfg, abl_seeds)
+            rows = report(final=False)
+        except Exception as e:
+            missing.append(f"ablation {label}: {type(e).__name__}: {e}")
+            print(f"[ablation {label}] FAILED: {e!r}", flush=True)
+
+    if ablations:
+        rows = report(final=True)
     return {"results": results, "ablation": abl, "baselines": base_test, "rows": rows,
             "missing": missing}
 

@@ -91,7 +91,7 @@ def _train(args: argparse.Namespace) -> int:
                                   "choose another --out")
     out = out or runs.default_run_dir(spec)
     summary = runs.train_run(spec, out, resume=args.resume, progress=not args.no_progress,
-                             argv=["jaxstab"] + list(args.argv))
+                             save_every=args.save_every, argv=["jaxstab"] + list(args.argv))
     fr = summary.get("final_return") or {}
     rk = summary.get("return_key")
     if fr and fr.get("mean") is not None:
@@ -201,6 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true",
                        help="continue the run in --out from its last checkpoint")
     train.add_argument("--no-progress", action="store_true", help="no progress line")
+    train.add_argument("--save-every", type=int, default=None, metavar="CHUNKS",
+                       help="checkpoint every CHUNKS chunks (default: every chunk for SAC, "
+                            "5 checkpoints per run for PPO)")
     train.add_argument("--seed", type=int, default=None, help="base PRNG seed (default 0)")
     train.set_defaults(func=_train)
 
@@ -239,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     args.argv = argv
     if getattr(args, "batch", 1) <= 0:
         parser.error(f"--batch must be a positive integer, got {args.batch}")
-    for name in ("seeds", "steps", "episodes"):
+    for name in ("seeds", "steps", "episodes", "save_every"):
         v = getattr(args, name, None)
         if v is not None and v < 1:
             parser.error(f"--{name} must be a positive integer, got {v}")

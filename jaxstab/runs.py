@@ -896,7 +896,7 @@ def _policy_template(spec: RunSpec, env: Any, env_params: Any) -> Any:
 
 
 def train_run(spec: RunSpec, run_dir: str, *, resume: bool = False, progress: bool = True,
-              save_every: int = 1, keep: int = 2, argv: Sequence[str] | None = None,
+              save_every: int | None = None, keep: int = 2, argv: Sequence[str] | None = None,
               quiet: bool = False) -> dict:
     """Train ``spec`` into ``run_dir`` (config, metrics, checkpoints, policy, plots, summary).
 
@@ -905,7 +905,9 @@ def train_run(spec: RunSpec, run_dir: str, *, resume: bool = False, progress: bo
       run_dir: output directory (created).
       resume: continue from the last complete checkpoint in ``run_dir/checkpoints``.
       progress: print the driver's progress line.
-      save_every: checkpoint every this many chunks.
+      save_every: checkpoint every this many chunks (the last chunk is always saved); None:
+        every chunk for SAC (long chunks), every ``ceil(num_chunks / 5)`` for PPO (many short
+        chunks, where a save costs about as much as the chunk's compute).
       keep: checkpoints kept.
       argv: the command line recorded in config.json.
       quiet: print nothing but the progress line.
@@ -933,6 +935,8 @@ def train_run(spec: RunSpec, run_dir: str, *, resume: bool = False, progress: bo
     runner = make_runner(spec, env, env_params)
     keys = seed_keys(spec)
     hps = batched_hparams(spec)
+    if save_every is None:
+        save_every = 1 if spec.algo == "sac" else max(1, math.ceil(runner.num_chunks / 5))
     metrics_path = os.path.join(run_dir, "metrics.jsonl")
     if not resume and os.path.exists(metrics_path):
         os.remove(metrics_path)

@@ -1,9 +1,5 @@
 """SAC with the IRT policy end to end: policy state through rollout and replay, vmap == loop,
-the portfolio environment, and the CPU-deadlock regression (DESIGN.md platform note)."""
-
-import os
-import subprocess
-import sys
+and the real-data portfolio environment."""
 
 import jax
 import jax.numpy as jnp

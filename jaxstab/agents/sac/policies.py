@@ -243,5 +243,5 @@ def default_target_entropy(kind: str, action_dim: int,
     return (n - 1) * (half_log_2pie + math.log(relative_scale)) - n * math.log(n)
 
 
-__all__ = ["DEFAULT_RELATIVE_SCALE", "POLICY_KINDS", "SIMPLEX_POLICY_KINDS", "Policy", "default_target_entropy",
-           "gaussian_log_prob", "make_policy", "tanh_log_det_jacobian"]
+__all__ = ["DEFAULT_RELATIVE_SCALE", "POLICY_KINDS", "SIMPLEX_POLICY_KINDS", "Policy",
+           "default_target_entropy", "gaussian_log_prob", "make_policy", "tanh_log_det_jacobian"]
