@@ -126,6 +126,7 @@ def main() -> None:
           f"device(s); {'forcing CPU device counts' if on_cpu else 'using real devices'}",
           flush=True)
 
+    load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
     results = []
     for d in args.devices:
         if not on_cpu and d > info["num_devices"]:
@@ -179,6 +180,11 @@ def main() -> None:
            "into d per-device programs, not a scaling a real multi-device machine would show. "
            "The machine was shared with other jobs while these numbers were taken."
            if on_cpu else ""))
+    if load_before is not None:
+        notes += (f"\nLoad average (1, 5, 15 min) at start {tuple(round(x, 1) for x in load_before)}"
+                  f", at end {tuple(round(x, 1) for x in os.getloadavg())} "
+                  f"({os.cpu_count()} cores): anything well above the core count means other "
+                  "jobs took most of the CPU and the timings are not comparable.\n")
     from benchmarks._common import write_results
 
     write_results("bench_scaling", "Sharded seed sweeps: scaling over devices", cols, rows,

@@ -302,10 +302,10 @@ def run_ppo(setting: str, static: dict, lanes: list[tuple[str, dict]], seeds: in
 
 # ------------------------------------------------------------------------------ output, figures
 
-SAC_COLUMNS = ["setting", "variant", "diverged", "non-finite params", "skipped/seed",
+SAC_COLUMNS = ["setting", "variant", "diverged", "non-finite params", "non-finite updates/seed",
                "NaN metric steps", "final return (clean)", "max alpha", "final alpha (median)",
                "max critic loss", "compile s", "run s"]
-PPO_COLUMNS = ["setting", "variant", "diverged", "non-finite params", "skipped steps/seed",
+PPO_COLUMNS = ["setting", "variant", "diverged", "non-finite params", "non-finite steps/seed",
                "rollbacks/seed", "final return (clean)", "compile s", "run s"]
 
 
@@ -333,9 +333,12 @@ def _figure(results: list[dict], algo: str, path: str, only_setting: str | None 
     settings = [s for s in SETTINGS if any(r["setting"] == s for r in rs)]
     if not settings:
         return
-    rows = ("alpha_traj", "closs_traj") if algo == "sac" else ("return_traj",)
+    if algo == "ppo":
+        _ppo_figure(rs, settings, path)
+        return
+    rows = ("alpha_traj", "closs_traj")
     labels = {"alpha_traj": "alpha (ent_coef), median over seeds",
-              "closs_traj": "critic loss, max over seeds", "return_traj": "train episode return"}
+              "closs_traj": "critic loss, max over seeds"}
     fig, axes = plt.subplots(len(rows), len(settings), figsize=(4.2 * len(settings),
                                                                   3.2 * len(rows)),
                              squeeze=False)
@@ -350,12 +353,40 @@ def _figure(results: list[dict], algo: str, path: str, only_setting: str | None 
                     agg = (np.nanmax(y, 0) if key == "closs_traj" else np.nanmedian(y, 0))
                 x = np.linspace(0, r["steps"], agg.shape[0])
                 ax.plot(x, agg, label=r["variant"], lw=1.2)
-            if key != "return_traj":
-                ax.set_yscale("log")
+            ax.set_yscale("log")
             ax.set_title(f"{s}: {labels[key]}", fontsize=8)
             ax.set_xlabel("env steps", fontsize=8)
             ax.tick_params(labelsize=7)
     axes[0][0].legend(fontsize=6)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def _ppo_figure(rs: list[dict], settings: list[str], path: str) -> None:
+    """Final clean return (mean +- std over seeds, dots = seeds) per variant and setting."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(settings), figsize=(3.6 * len(settings), 3.8), squeeze=False)
+    for j, s in enumerate(settings):
+        ax = axes[0][j]
+        sub = [r for r in rs if r["setting"] == s]
+        for i, r in enumerate(sub):
+            y = np.asarray(r["ret"], np.float64)
+            fin = np.isfinite(y)
+            ax.bar(i, np.mean(y[fin]) if fin.any() else 0.0,
+                   yerr=np.std(y[fin]) if fin.any() else 0.0, color="tab:blue" if fin.all()
+                   else "tab:red", alpha=0.6)
+            ax.plot(np.full(fin.sum(), i), y[fin], "k.", ms=3)
+            if not fin.all():
+                ax.text(i, 10, f"{(~fin).sum()} NaN", ha="center", fontsize=6, rotation=90)
+        ax.axhline(PPO_COLLAPSE, color="gray", lw=0.8, ls="--")
+        ax.set_xticks(range(len(sub)))
+        ax.set_xticklabels([r["variant"] for r in sub], rotation=60, ha="right", fontsize=7)
+        ax.set_ylim(0, 520)
+        ax.set_title(f"PPO CartPole, {s}: clean return", fontsize=8)
+        ax.tick_params(labelsize=7)
     fig.tight_layout()
     os.makedirs(os.path.dirname(path), exist_ok=True)
     fig.savefig(path, dpi=90)
@@ -443,7 +474,8 @@ def notes_for(algo: str, args: argparse.Namespace, verdicts: str) -> str:
                 "random policy; 5 episodes). Critic loss and alpha are per-step training metrics "
                 "(critic loss is in the stressed reward's units: the quantile-Huber loss is "
                 "linear in large errors, so x1e3 rewards give roughly 1e3x larger losses by "
-                "construction; compare critic losses within a setting only); 'skipped/seed' is "
+                "construction; compare critic losses within a setting only); 'non-finite "
+                "updates/seed' is "
                 "SACState.skipped (updates with "
                 "non-finite loss/gradients/parameters: skipped when the guard is on, counted "
                 "but applied when it is off); 'NaN metric steps' counts (seed, step) pairs whose "
@@ -461,7 +493,10 @@ def notes_for(algo: str, args: argparse.Namespace, verdicts: str) -> str:
                 "off through their hyperparameters (logratio_clip, max_grad_norm, target_kl = 1e9: "
                 "they never act, and the variants share one compiled program as vmapped lanes); "
                 "the others through PPOConfig. Diverged = non-finite "
-                f"parameters or clean deterministic return < {PPO_COLLAPSE:g} (8 episodes). ")
+                f"parameters or clean deterministic return < {PPO_COLLAPSE:g} (8 episodes). "
+                "'non-finite steps/seed' counts minibatch steps with a non-finite loss or "
+                "gradient (skipped when the guard is on, applied when it is off); rollbacks are "
+                "the rollback's final count. ")
     stress = (f"Stress settings: reward x1e-3 / x1e3 (RewardScale); lr x10; Student-t rewards "
               f"(r + {STUDENT_T_SCALE:g} * t_2); regime switch (rewards x{REGIME_FACTOR:g} from "
               f"half of each environment's steps on, RegimeSwitch); NaN rewards "

@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
@@ -192,7 +191,7 @@ def _env():
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(1200)
 def test_sigkilled_ppo_run_resumes_to_the_uninterrupted_result(tmp_path):
     """A PPO CartPole run (2 seeds, 6 chunks, rollback + reward norm, checkpoint per chunk) is
     SIGKILLed after its third chunk (two checkpoints on disk), resumed in a new process and
@@ -227,13 +226,11 @@ def test_sigkilled_ppo_run_resumes_to_the_uninterrupted_result(tmp_path):
     steps = sorted(int(x) for x in os.listdir(d) if x.isdigit())
     assert steps == [1, 2], steps
 
-    t0 = time.time()
     r = subprocess.run(cmd[:-2] + ["--sleep", "0", "--resume"], cwd=REPO, env=_env(),
-                       capture_output=True, text=True, timeout=500)
+                       capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     got = r.stdout.split()
     assert got[:2] == ["start", "2"] and "chunk 0" not in r.stdout and "done" in got, r.stdout
-    assert time.time() - t0 < 500
 
     runner, keys, hp = W.setup()
     ref = W.flat_arrays(*loop.run(runner, keys, hp, progress=False))
