@@ -420,6 +420,11 @@ def reward_normalizer_update(state: RewardNormalizerState, reward: Array, done: 
     the accumulator is per episode. During the first ``warmup_steps`` updates the raw reward is
     returned (statistics still update), the seed's "warm-up".
 
+    Non-finite rewards (NaN/Inf) are left out of the statistics (they enter the per-environment
+    return accumulator as 0) but are passed through non-finite in the output, so a learner's
+    non-finite guard still sees them; without this one NaN reward would poison the variance
+    estimate, and with it every later normalized reward, for the rest of the run.
+
     Args:
       state: :class:`RewardNormalizerState` from :func:`reward_normalizer_init`.
       reward: ``[num_envs]`` float rewards of this step.
@@ -464,13 +469,16 @@ def reward_normalizer_update(state: RewardNormalizerState, reward: Array, done: 
     done = done.astype(jnp.bool_)
     g = jnp.asarray(gamma).astype(dtype)
 
-    returns = state.returns * g + reward
+    # A non-finite reward must not poison the running statistics for the rest of the run: it
+    # enters the return accumulator as 0 and still comes out non-finite below, so the learner's
+    # own non-finite guards see it.
+    returns = state.returns * g + jnp.where(jnp.isfinite(reward), reward, jnp.zeros_like(reward))
     ret_stats = running_stats_update(state.ret_stats, returns)
     new_state = RewardNormalizerState(returns=returns, ret_stats=ret_stats,
                                       step=state.step + jnp.ones((), jnp.int32))
     normalized = reward_normalizer_normalize(new_state, reward, clip=clip, eps=eps)
     in_warmup = state.step < jnp.asarray(warmup_steps).astype(jnp.int32)
-    normalized = jnp.where(in_warmup, reward, normalized)
+    normalized = jnp.where(in_warmup | ~jnp.isfinite(reward), reward, normalized)
     new_state = new_state._replace(returns=jnp.where(done, jnp.zeros_like(returns), returns))
     return normalized, new_state
 

@@ -256,6 +256,24 @@ def test_reward_normalizer_matches_vecnormalize_float32():
     np.testing.assert_allclose(np.asarray(out), expected, rtol=2e-4, atol=2e-5)
 
 
+def test_reward_normalizer_nonfinite_reward_does_not_poison_statistics(x64):
+    # A NaN/Inf reward passes through non-finite (so learners' guards see it), but the
+    # statistics continue exactly as if that reward had been 0.
+    rewards, dones = _reward_sequence(2, 120, 3)
+    poisoned = rewards.copy()
+    poisoned[10, 1], poisoned[50, 0] = np.nan, np.inf
+    zeroed = np.where(np.isfinite(poisoned), poisoned, 0.0)
+    ref = NumpyVecNormalizeReward(3, gamma=0.99, clip=4.0, eps=1e-8)
+    expected = np.stack([ref.step(r, d) for r, d in zip(zeroed, dones)])
+    state, out = _run_jax(poisoned, dones, jnp.float64, gamma=0.99, clip=4.0, eps=1e-8)
+    out = np.asarray(out)
+    assert np.isnan(out[10, 1]) and not np.isfinite(out[50, 0])
+    finite = np.isfinite(poisoned)
+    np.testing.assert_allclose(out[finite], expected[finite], rtol=1e-10, atol=1e-12)
+    assert np.isfinite(float(running_stats_var(state.ret_stats)))
+    np.testing.assert_allclose(float(running_stats_var(state.ret_stats)), ref.var, rtol=1e-10)
+
+
 def test_reward_normalizer_no_mean_subtraction_and_reset(x64):
     # a constant positive reward stays positive after normalization (no mean removal)
     s = reward_normalizer_init(2, jnp.float64, prior_count=0.0)
