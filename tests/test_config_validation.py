@@ -51,6 +51,19 @@ def _cases(tmp):
         "SACConfig.batch_size=2.5": (lambda: SACConfig(batch_size=2.5), "batch_size"),
         # default_hparams
         "default_hparams unknown field": (lambda: default_hparams(C, 1, bogus=1.0), "bogus"),
+        "default_hparams actor_lr=0": (lambda: default_hparams(C, 1, actor_lr=0.0), "actor_lr"),
+        "default_hparams critic_lr=nan": (lambda: default_hparams(C, 1, critic_lr=math.nan),
+                                          "critic_lr"),
+        "default_hparams alpha_lr sweep with a negative entry": (
+            lambda: default_hparams(C, 1, alpha_lr=jnp.array([1e-3, -1e-3])), "alpha_lr"),
+        "default_hparams gamma=1.5": (lambda: default_hparams(C, 1, gamma=1.5), "gamma"),
+        "default_hparams gamma=0": (lambda: default_hparams(C, 1, gamma=0.0), "gamma"),
+        "default_hparams tau=0": (lambda: default_hparams(C, 1, tau=0.0), "tau"),
+        "default_hparams max_grad_norm=-1": (lambda: default_hparams(C, 1, max_grad_norm=-1.0),
+                                             "max_grad_norm"),
+        "SACConfig.hidden_sizes=(0,)": (lambda: SACConfig(hidden_sizes=(0,)), "hidden_sizes"),
+        "SACConfig.target_relative_scale=0": (lambda: SACConfig(target_relative_scale=0.0),
+                                              "target_relative_scale"),
         "make_sac obs_dim=0": (lambda: make_sac(0, 1, C), "obs_dim"),
         "make_sac action_dim=0": (lambda: make_sac(3, 0, C), "action_dim"),
         "make_sac simplex action_dim=1": (

@@ -24,8 +24,10 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
+from jaxstab._validation import check_range
 from jaxstab.agents.common import tree_all_finite, tree_select
 from jaxstab.agents.sac import losses as sac_losses
 from jaxstab.agents.sac.irt import IRTConfig
@@ -111,6 +113,12 @@ class SACConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden_sizes", tuple(int(h) for h in self.hidden_sizes))
+        if not self.hidden_sizes or min(self.hidden_sizes) < 1:
+            raise ValueError(f"hidden_sizes must be a non-empty tuple of positive ints, got "
+                             f"{self.hidden_sizes!r}")
+        if not (np.isfinite(self.target_relative_scale) and self.target_relative_scale > 0):
+            raise ValueError(f"target_relative_scale must be finite and > 0, got "
+                             f"{self.target_relative_scale!r}")
         if self.actor not in ACTOR_KINDS:
             raise ValueError(f"actor must be one of {ACTOR_KINDS}, got {self.actor!r}")
         if not isinstance(self.irt, IRTConfig):
@@ -221,6 +229,8 @@ def default_hparams(cfg: SACConfig, action_dim: int, **overrides: float) -> SACH
 
     Raises:
       TypeError: on an unknown field name.
+      ValueError: a non-finite value, a learning rate or ``max_grad_norm`` <= 0, or ``gamma`` /
+        ``tau`` outside ``(0, 1]`` (arrays of values for a sweep are checked entry by entry).
     """
     values = dict(
         actor_lr=3e-4, critic_lr=3e-4, alpha_lr=3e-4, gamma=0.99, tau=0.005, init_log_alpha=0.0,
@@ -233,6 +243,13 @@ def default_hparams(cfg: SACConfig, action_dim: int, **overrides: float) -> SACH
     if unknown:
         raise TypeError(f"unknown SACHParams fields: {sorted(unknown)}")
     values.update(overrides)
+    for name in ("actor_lr", "critic_lr", "alpha_lr", "max_grad_norm"):
+        check_range(name, values[name], 0.0, None)
+    for name in ("gamma", "tau"):
+        check_range(name, values[name], 0.0, 1.0)
+    for name in ("init_log_alpha", "target_entropy"):
+        check_range(name, values[name])
+    check_range("reward_scale", values["reward_scale"])
     return SACHParams(**{k: jnp.asarray(v, jnp.float32) for k, v in values.items()})
 
 
