@@ -408,18 +408,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 f"than -20%: {mdd_ok}.")
         t2, t0 = abl.get("Tier 2 off (no advantage clip / crisis saturation)"), abl.get(
             "all tiers on")
-        if t2 is not None and t0 is not None and np.array_equal(t2["test"]["sharpe"],
-                                                                  t0["test"]["sharpe"]):
-            notes.append("Tier 2 off reproduces 'all tiers on' exactly: on this environment the "
-                         "replicator advantage never exceeds the clip (10) and the crisis level is "
-                         "already in [0, 1], so the clip and the saturation never bind.")
+        if t2 is not None and t0 is not None and len(t2["selected"]) == len(t0["selected"]):
+            d = float(np.max(np.abs(np.asarray(t2["test"]["sharpe"])
+                                    - np.asarray(t0["test"]["sharpe"]))))
+            notes.append(f"Tier 2 off vs all tiers on: max per-seed |test Sharpe difference| "
+                         f"{d:.4f}. On this environment the crisis level is already in [0, 1] "
+                         "(the saturation cannot bind) and a difference near 0 means the "
+                         "replicator advantage (fitness head initialised at scale 0.1) rarely or "
+                         "never exceeds the clip of 10.")
         if missing:
             notes.append("NOT RUN / FAILED: " + "; ".join(missing))
         stab_cols = ["Run", "Seeds", "alpha max after warm-up (per seed max)", "alpha final",
                      "critic loss max", "non-finite / skipped", "all alpha < 1.0", "all critic < 10",
                      "test Sharpe"]
         notes.append("Stability over training (seed 000's criteria; alpha max excludes the first 10% "
-                     "of learning steps):\n\n" + _md(stab_cols, stab_rows))
+                     "of learning steps; the critic loss is the squared TD error of rewards scaled "
+                     "by reward_scale = 100, so it scales with reward_scale^2 and the seed's '< 10' "
+                     "threshold, set for its own reward scale, is not scale-free):\n\n"
+                     + _md(stab_cols, stab_rows))
         if abl_rows:
             notes.append(f"Ablation on SAC+IRT ({abl_seeds} seeds each, same budget and selection "
                          "rule; each tier off in turn):\n\n" + _md(stab_cols, abl_rows))

@@ -177,7 +177,10 @@ def quantile_huber_loss(pred: Array, target: Array, *, kappa=1.0) -> Array:
             elem = abs_u
         else:
             k = float(kappa)
-            elem = jnp.where(abs_u <= k, 0.5 * u * u / k, abs_u - 0.5 * k)
+            # quadratic branch as 0.5 (u_c / k) u_c on u clipped to [-k, k]: no overflow of u*u
+            # for large kappa, no underflow for tiny kappa, and a finite unselected branch.
+            u_c = jnp.clip(u, -k, k)
+            elem = jnp.where(abs_u <= k, 0.5 * (u_c / k) * u_c, abs_u - 0.5 * k)
     else:
         _check_nonneg_scalar_or_array(kappa, "kappa")
         k = jnp.asarray(kappa).astype(dtype)
@@ -194,7 +197,8 @@ def quantile_huber_loss(pred: Array, target: Array, *, kappa=1.0) -> Array:
         # kappa == 0 -> the first branch is taken only where u == 0 (value 0), else |u|: the
         # pinball loss. safe_k keeps the unselected branch (and its gradient) finite.
         safe_k = jnp.where(k > 0, k, jnp.ones_like(k))
-        elem = jnp.where(abs_u <= k, 0.5 * u * u / safe_k, abs_u - 0.5 * k)
+        u_c = jnp.clip(u, -k, k)
+        elem = jnp.where(abs_u <= k, 0.5 * (u_c / safe_k) * u_c, abs_u - 0.5 * k)
 
     rho = weight * elem
     return jnp.sum(jnp.mean(rho, axis=-1), axis=-1)
