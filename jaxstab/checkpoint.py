@@ -412,6 +412,9 @@ class Checkpointer:
                              f"{save_interval_steps!r}")
         if best_metric is not None and not isinstance(best_metric, str):
             raise TypeError(f"best_metric must be a str or None, got {best_metric!r}")
+        if not isinstance(directory, (str, os.PathLike)) or not os.fspath(directory):
+            raise TypeError(f"directory must be a non-empty path (str or os.PathLike), got "
+                            f"{directory!r}")
         self.directory = os.path.abspath(os.fspath(directory))
         self.max_to_keep = max_to_keep
         self.best_metric = best_metric

@@ -122,6 +122,8 @@ def _cases(tmp):
             lambda: lr_schedule("step", 1e-3, decay_rate=-0.5, step_size=3),
             "decay_rate"),
         # Checkpointer
+        "Checkpointer directory=None": (lambda: Checkpointer(None), "directory"),
+        "Checkpointer directory=''": (lambda: Checkpointer(""), "directory"),
         "Checkpointer max_to_keep=0": (lambda: Checkpointer(tmp, max_to_keep=0), "max_to_keep"),
         "Checkpointer max_to_keep=-1": (lambda: Checkpointer(tmp, max_to_keep=-1), "max_to_keep"),
         "Checkpointer best_mode": (lambda: Checkpointer(tmp, best_mode="bogus"), "best_mode"),
