@@ -151,7 +151,7 @@ def pytree_to_arrays(tree: PyTree) -> tuple[dict[str, np.ndarray], dict]:
 
     Returns:
       ``(arrays, spec)``: ``arrays`` maps ``"00000"...`` to ``np.ndarray`` leaves in flatten
-      order; ``spec`` holds ``paths`` (``jax.tree_util.keystr`` of each leaf), ``shapes``,
+      order (zero-size leaves are left out: the spec alone recreates them); ``spec`` holds ``paths`` (``jax.tree_util.keystr`` of each leaf), ``shapes``,
       ``dtypes`` (the original dtype names, ``key<impl>`` for keys), ``key_impls`` (impl name
       or None per leaf) and ``sha256`` per stored array.
 
@@ -175,7 +175,10 @@ def pytree_to_arrays(tree: PyTree) -> tuple[dict[str, np.ndarray], dict]:
             arr = np.asarray(leaf)
             dtypes.append(str(arr.dtype))
             shapes.append(list(arr.shape))
-        arrays[name] = arr
+        if arr.size or impl is not None:
+            # zero-size leaves (e.g. an empty policy state) are described by the spec alone:
+            # orbax refuses to write them, and they carry no data to restore.
+            arrays[name] = arr
         paths.append(jax.tree_util.keystr(path))
         impls.append(impl)
         digests.append(_leaf_digest(arr))
@@ -239,6 +242,8 @@ def arrays_to_pytree(arrays: Mapping[str, Any], spec: dict, target: PyTree, *,
     for i, (path, shape, dtype, impl) in enumerate(
             zip(spec["paths"], spec["shapes"], spec["dtypes"], spec["key_impls"])):
         name = f"{i:05d}"
+        if name not in arrays and impl is None and 0 in shape:
+            arrays = {**arrays, name: np.zeros(tuple(shape), jnp.dtype(dtype))}
         if name not in arrays:
             raise CorruptCheckpointError(f"checkpoint {where}: array for leaf {path} is missing")
         arr = np.asarray(arrays[name])
@@ -272,7 +277,7 @@ def _abstract_arrays(spec: dict) -> dict[str, np.ndarray]:
             # key_data shape: key shape + impl's trailing shape (e.g. (2,) for threefry).
             kd = jax.random.key_data(jax.random.key(0, impl=impl))
             out[f"{i:05d}"] = np.zeros(tuple(shape) + tuple(kd.shape), np.asarray(kd).dtype)
-        else:
+        elif 0 not in shape:
             out[f"{i:05d}"] = np.zeros(tuple(shape), jnp.dtype(dtype))
     return out
 

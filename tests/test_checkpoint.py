@@ -138,6 +138,22 @@ def test_rollback_state_with_none_fields_roundtrip(tmp_path):
     assert out.best_snapshot is None and meta == {"note": "x"}
 
 
+def test_zero_size_leaves_roundtrip(tmp_path):
+    # e.g. the [num_envs, 0] policy state of a stateless SAC actor: orbax cannot write
+    # zero-size arrays, so the spec alone recreates them.
+    tree = {"w": jnp.arange(3.0), "ps": jnp.zeros((4, 0), jnp.float32),
+            "i": np.zeros((0,), np.int32)}
+    save_pytree(tmp_path / "z", tree)
+    out, _ = restore_pytree(tmp_path / "z", tree)
+    _assert_tree_equal(out, tree)
+    assert out["ps"].shape == (4, 0) and out["i"].dtype == np.int32
+    with Checkpointer(tmp_path / "mgr") as ck:
+        ck.save(1, tree)
+        ck.wait_until_finished()
+        restored = ck.restore(jax.eval_shape(lambda: tree))
+    _assert_tree_equal(restored.state, tree)
+
+
 def test_save_restore_pytree_helpers(tmp_path):
     state = _state(2)
     state = state._replace(extra={k: v for k, v in state.extra.items() if k != "f64_host"})
