@@ -11,6 +11,7 @@ import json
 import os
 import platform
 import statistics
+import sys
 import time
 from typing import Any, Callable, Sequence
 
@@ -96,9 +97,22 @@ def markdown_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str
 
 
 def write_results(name: str, title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]],
-                  notes: str = "", extra: dict[str, Any] | None = None) -> str:
-    """Print the table and write ``results/<name>_<platform>.{md,json}``; returns the md path."""
+                  notes: str = "", extra: dict[str, Any] | None = None,
+                  command: str | None = None) -> str:
+    """Print the table and write ``results/<name>_<platform>.{md,json}``; returns the md path.
+
+    ``command`` is the command line recorded in the header (default: the running script and its
+    arguments, relative to the repository root).
+    """
     info = machine_info()
+    if command is None:
+        script = os.path.abspath(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+        root = os.path.dirname(RESULTS_DIR.rstrip(os.sep))
+        root = os.path.dirname(root)
+        if script.endswith(".py") and script.startswith(root + os.sep):
+            command = " ".join(["python", os.path.relpath(script, root), *sys.argv[1:]])
+        else:
+            command = f"python benchmarks/{name}.py"
     os.makedirs(RESULTS_DIR, exist_ok=True)
     stem = os.path.join(RESULTS_DIR, f"{name}_{info['platform']}")
     table = markdown_table(columns, rows)
@@ -107,7 +121,7 @@ def write_results(name: str, title: str, columns: Sequence[str], rows: Sequence[
         f"Machine: {info['cpu']} ({info['cpu_count']} cores), JAX platform `{info['platform']}` "
         f"({info['device']}, {info['num_devices']} device(s)); {info['date']}.\n"
         f"Versions: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items() if v) + ".\n"
-        f"Produced by `python benchmarks/{name}.py`.\n\n"
+        f"Produced by `{command}`.\n\n"
     )
     md = header + table + "\n" + (f"\n{notes.strip()}\n" if notes else "")
     print(md)

@@ -10,7 +10,8 @@ Prints Markdown tables and writes ``benchmarks/results/bench_sac_<platform>.{md,
    flashbax's item buffer.
 
 Usage: ``python benchmarks/bench_sac.py [--steps 20000] [--seeds 8] [--quick]``.
-Peers (rejax, SBX, SB3) need separate virtual environments and are not run here.
+Peers (rejax, SBX, SB3) run side by side in ``benchmarks/bench_peers.py --suite sac``
+(their virtual environments: ``benchmarks/peers/setup.sh``).
 """
 
 from __future__ import annotations
