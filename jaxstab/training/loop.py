@@ -140,6 +140,37 @@ def _compiled(runner: Runner):
     return init, chunk, fin
 
 
+def _aval_key(tree: Any) -> tuple:
+    """Hashable (structure, shapes, dtypes) of a pytree, the cache key of :func:`_specs`."""
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    return (treedef, tuple((tuple(jnp.shape(x)), x.dtype if hasattr(x, "dtype")
+                            else jnp.asarray(x).dtype) for x in leaves))
+
+
+_SPEC_CACHE: dict = {}
+
+
+def _specs(runner: Runner, keys_key: tuple, hp_key: tuple) -> tuple[Any, Any]:
+    """Carry and per-chunk output shapes for given key / hparam shapes (traced once, cached)."""
+    cache_key = (runner, keys_key, hp_key)
+    if cache_key not in _SPEC_CACHE:
+        init_fn, chunk_fn, _ = _compiled(runner)
+
+        def unflatten(k):
+            treedef, avals = k
+            return jax.tree_util.tree_unflatten(
+                treedef, [jax.ShapeDtypeStruct(sh, dt) for sh, dt in avals])
+
+        keys_spec, hp_spec = unflatten(keys_key), unflatten(hp_key)
+        carry_spec = jax.eval_shape(init_fn, keys_spec, hp_spec)
+        chunk_spec = jax.eval_shape(chunk_fn, carry_spec, hp_spec,
+                                    jax.ShapeDtypeStruct((), jnp.int32))[1]
+        if len(_SPEC_CACHE) > 64:
+            _SPEC_CACHE.clear()
+        _SPEC_CACHE[cache_key] = (carry_spec, chunk_spec)
+    return _SPEC_CACHE[cache_key]
+
+
 def finalize(runner: Runner, carry: Any, stacked_outputs: Any) -> Any:
     """Per-seed results of a finished :func:`run`: ``jax.vmap(runner.finalize)`` (jitted).
 
@@ -383,9 +414,7 @@ def run(
     n = runner.num_chunks
     init_fn, chunk_fn, _ = _compiled(runner)
 
-    carry_spec = jax.eval_shape(init_fn, keys, hparams)
-    chunk_spec = jax.eval_shape(chunk_fn, carry_spec, hparams,
-                                jax.ShapeDtypeStruct((), jnp.int32))[1]
+    carry_spec, chunk_spec = _specs(runner, _aval_key(keys), _aval_key(hparams))
     # full-size host buffer [S, num_chunks, ...] (constant checkpoint structure)
     buffer = jax.tree_util.tree_map(
         lambda x: np.zeros((x.shape[0], n) + tuple(x.shape[1:]), x.dtype), chunk_spec)
@@ -431,17 +460,30 @@ def run(
         if carry is None:
             carry = init_fn(keys, hparams)
         bar = _Progress(progress, n, start)
-        for i in range(start, n):
-            carry, out = chunk_fn(carry, hparams, jnp.asarray(i, jnp.int32))
+
+        def collect(i: int, out: Any) -> None:
             out = jax.device_get(out)
             jax.tree_util.tree_map(lambda b, o: b.__setitem__((slice(None), i), o), buffer, out)
             bar.update(i, out)
             if on_chunk is not None:
                 on_chunk(i, out)
+
+        # Pipelined: chunk i+1 is dispatched (asynchronously) before chunk i's outputs are
+        # fetched to the host, so progress, callbacks and copies overlap the computation.
+        pending = None
+        for i in range(start, n):
+            carry, out = chunk_fn(carry, hparams, jnp.asarray(i, jnp.int32))
+            if pending is not None:
+                collect(*pending)
+            pending = (i, out)
             if ckpt is not None and ((i + 1) % save_every == 0 or i + 1 == n):
+                collect(*pending)
+                pending = None
                 ckpt.save(i + 1, {"carry": carry, "outputs": buffer},
                           metadata={"loop": _FORMAT, "chunks_done": i + 1, "num_chunks": n},
                           force=True)
+        if pending is not None:
+            collect(*pending)
     finally:
         if ckpt is not None:
             ckpt.close()
