@@ -341,6 +341,12 @@ def _base_config(algo: str, env: str, info: dict) -> dict:
 
 def _base_hparams(algo: str, env: str) -> dict:
     if algo == "sac":
+        if env == "portfolio":
+            # as benchmarks/bench_portfolio.py: daily log returns in percent (reward_scale 100)
+            # and a temperature that starts at 0.1 (alpha = 1 makes -alpha log pi of a
+            # 20-asset policy dwarf the rewards; the critic then chases the entropy term)
+            return {"actor_lr": 3e-4, "critic_lr": 3e-4, "alpha_lr": 3e-4,
+                    "reward_scale": 100.0, "init_log_alpha": math.log(0.1)}
         return {"actor_lr": 1e-3, "critic_lr": 1e-3, "alpha_lr": 1e-3}
     return {}
 
