@@ -19,14 +19,13 @@ Usage: ``python benchmarks/peers/jaxstab_ppo.py --steps 500000 --seeds 16``.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import sys
-import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [_HERE, os.path.dirname(os.path.dirname(_HERE))]
 
+import _runner_common as rc  # noqa: E402
 import jaxstab  # noqa: E402,F401  (applies the CPU scheduler guard before JAX initializes)
 
 import gymnax  # noqa: E402
@@ -37,29 +36,9 @@ from jaxstab.agents.ppo.ppo import PPOConfig, ppo_hparams  # noqa: E402
 from jaxstab.training.ppo import make_evaluate, make_train  # noqa: E402
 
 
-def _versions(*names: str) -> dict:
-    import importlib.metadata as md
-
-    out = {}
-    for n in names:
-        try:
-            out[n] = md.version(n)
-        except md.PackageNotFoundError:
-            out[n] = None
-    return out
-
-
 def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--steps", type=int, default=500_000)
-    ap.add_argument("--seeds", type=int, default=16)
-    ap.add_argument("--hidden", type=int, default=64)
-    ap.add_argument("--eval-episodes", type=int, default=10)
-    ap.add_argument("--repeats", type=int, default=1)
-    ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args(argv)
-    if args.steps < 512:
-        raise ValueError(f"--steps must be >= 512 (one update), got {args.steps}")
+    args = rc.parse_args(__doc__, argv, steps=500_000, seeds=16, repeats=True)
+    rc.check_steps(args.steps, minimum=512, why="(one update)")
 
     env, env_params = gymnax.make("CartPole-v1")
     cfg = PPOConfig(num_envs=4, num_steps=128, num_epochs=4, num_minibatches=4,
@@ -75,40 +54,28 @@ def main(argv: list[str] | None = None) -> dict:
         state, metrics = train(k_train, hp)
         return evaluate(state.ppo.params, k_eval), metrics
 
-    fn = jax.jit(jax.vmap(train_eval, in_axes=(0, None)))
     n = args.seeds
-    keys = jax.random.split(jax.random.key(args.seed), n)
-    t0 = time.perf_counter()
-    compiled = fn.lower(keys, hp).compile()
-    compile_s = time.perf_counter() - t0
-    times = []
-    for rep in range(args.repeats):
-        keys = jax.random.split(jax.random.key(args.seed + rep), n)
-        t0 = time.perf_counter()
-        ev, m = jax.block_until_ready(compiled(keys, hp))
-        times.append(time.perf_counter() - t0)
-    run_s = float(np.median(times))
+    compile_s, times, (ev, m) = rc.time_compiled(
+        jax.jit(jax.vmap(train_eval, in_axes=(0, None))),
+        lambda rep: (jax.random.split(jax.random.key(args.seed + rep), n), hp),
+        repeats=args.repeats, block=jax.block_until_ready)
     steps = cfg.num_updates * cfg.num_envs * cfg.num_steps
     r = np.asarray(m["episode_return"])[:, -10:]
     k = np.asarray(m["episodes"])[:, -10:]
     train_ret = (r * k).sum(-1) / np.maximum(k.sum(-1), 1)
-    result = {
-        "peer": "jaxstab", "algo": "ppo", "env": "CartPole-v1", "steps": steps, "seeds": n,
-        "hidden": [args.hidden, args.hidden], "compile_s": round(compile_s, 3),
-        "run_s": round(run_s, 3), "run_s_all": [round(t, 3) for t in times],
-        "steps_per_s": n * steps / run_s,
-        "final_returns": [float(x) for x in np.asarray(ev).mean(axis=1)],
-        "train_returns": [float(x) for x in train_ret],
-        "eval": (f"argmax action, mean of {args.eval_episodes} episodes after training "
-                 "(inside the timed program)"),
-        "stabilizers": {"clamp_log_ratio": cfg.clamp_log_ratio,
-                        "skip_nonfinite": cfg.skip_nonfinite,
-                        "early_stopping": cfg.early_stopping, "reward_norm": cfg.reward_norm,
-                        "rollback": cfg.rollback, "value_kind": cfg.value_kind},
-        "versions": _versions("jax", "jaxlib", "flax", "optax", "gymnax"),
-    }
-    print(json.dumps(result), flush=True)
-    return result
+    return rc.emit_result(
+        peer="jaxstab", algo="ppo", env="CartPole-v1", steps=steps, seeds=n, hidden=args.hidden,
+        times=times, compile_s=compile_s, parallel_seeds=True,
+        final_returns=np.asarray(ev).mean(axis=1),
+        eval=(f"argmax action, mean of {args.eval_episodes} episodes after training "
+              "(inside the timed program)"),
+        train_returns=[float(x) for x in train_ret],
+        stabilizers={"clamp_log_ratio": cfg.clamp_log_ratio,
+                     "skip_nonfinite": cfg.skip_nonfinite,
+                     "early_stopping": cfg.early_stopping, "reward_norm": cfg.reward_norm,
+                     "rollback": cfg.rollback, "value_kind": cfg.value_kind},
+        versions=rc.versions("jax", "jaxlib", "flax", "optax", "gymnax"),
+    )
 
 
 if __name__ == "__main__":

@@ -22,14 +22,13 @@ Run from the repository root with the project's interpreter:
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import sys
-import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [_HERE, os.path.dirname(os.path.dirname(_HERE))]
 
+import _runner_common as rc  # noqa: E402
 import jaxstab  # noqa: E402,F401  (applies the CPU scheduler guard before JAX initializes)
 
 import gymnax  # noqa: E402
@@ -41,63 +40,31 @@ from jaxstab.agents.sac import SACConfig, default_hparams  # noqa: E402
 from jaxstab.training.sac import make_train  # noqa: E402
 
 
-def _versions(*names: str) -> dict:
-    import importlib.metadata as md
-
-    out = {}
-    for n in names:
-        try:
-            out[n] = md.version(n)
-        except md.PackageNotFoundError:
-            out[n] = None
-    return out
-
-
 def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--steps", type=int, default=20_000)
-    ap.add_argument("--seeds", type=int, default=8)
-    ap.add_argument("--hidden", type=int, default=64)
-    ap.add_argument("--eval-episodes", type=int, default=10)
-    ap.add_argument("--repeats", type=int, default=1)
-    ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args(argv)
-    if args.steps < 2_000 or args.steps % 10:
-        raise ValueError(f"--steps must be a multiple of 10 and >= 2000, got {args.steps}")
+    args = rc.parse_args(__doc__, argv, steps=20_000, seeds=8, repeats=True)
+    rc.check_steps(args.steps, minimum=2_000, multiple=10)
 
     env, env_params = gymnax.make("Pendulum-v1")
     cfg = SACConfig(hidden_sizes=(args.hidden, args.hidden), batch_size=256,
-                    buffer_size=args.steps, warmup_steps=1_000, total_steps=args.steps,
-                    eval_interval=args.steps // 10, eval_episodes=args.eval_episodes)
+                    buffer_size=args.steps, warmup_steps=rc.LEARNING_STARTS,
+                    total_steps=args.steps, eval_interval=args.steps // 10,
+                    eval_episodes=args.eval_episodes)
     hp = default_hparams(cfg, 1, actor_lr=1e-3, critic_lr=1e-3, alpha_lr=1e-3)
     n = args.seeds
     hps = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (n,)), hp)
-    train = jax.jit(jax.vmap(make_train(cfg, env, env_params)))
-    keys = jax.random.split(jax.random.key(args.seed), n)
-    t0 = time.perf_counter()
-    compiled = train.lower(keys, hps).compile()
-    compile_s = time.perf_counter() - t0
-    times, out = [], None
-    for rep in range(args.repeats):
-        keys = jax.random.split(jax.random.key(args.seed + rep), n)
-        t0 = time.perf_counter()
-        out = jax.block_until_ready(compiled(keys, hps))
-        times.append(time.perf_counter() - t0)
-    run_s = float(np.median(times))
-    final = np.asarray(out.eval_returns)[:, -1]
-    result = {
-        "peer": "jaxstab", "algo": "sac", "env": "Pendulum-v1", "steps": args.steps, "seeds": n,
-        "hidden": [args.hidden, args.hidden], "compile_s": round(compile_s, 3),
-        "run_s": round(run_s, 3), "run_s_all": [round(t, 3) for t in times],
-        "steps_per_s": n * args.steps / run_s,
-        "final_returns": [float(x) for x in final],
-        "eval": (f"deterministic (latent-mean) action, mean of {args.eval_episodes} episodes at "
-                 "the end of training (last of 10 in-training evaluations)"),
-        "skipped_updates": int(np.asarray(out.metrics["skipped_total"])[:, -1].sum()),
-        "versions": _versions("jax", "jaxlib", "flax", "optax", "gymnax"),
-    }
-    print(json.dumps(result), flush=True)
-    return result
+    compile_s, times, out = rc.time_compiled(
+        jax.jit(jax.vmap(make_train(cfg, env, env_params))),
+        lambda rep: (jax.random.split(jax.random.key(args.seed + rep), n), hps),
+        repeats=args.repeats, block=jax.block_until_ready)
+    return rc.emit_result(
+        peer="jaxstab", algo="sac", env="Pendulum-v1", steps=args.steps, seeds=n,
+        hidden=args.hidden, times=times, compile_s=compile_s, parallel_seeds=True,
+        final_returns=np.asarray(out.eval_returns)[:, -1],
+        eval=(f"deterministic (latent-mean) action, mean of {args.eval_episodes} episodes at "
+              "the end of training (last of 10 in-training evaluations)"),
+        skipped_updates=int(np.asarray(out.metrics["skipped_total"])[:, -1].sum()),
+        versions=rc.versions("jax", "jaxlib", "flax", "optax", "gymnax"),
+    )
 
 
 if __name__ == "__main__":

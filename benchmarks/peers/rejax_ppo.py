@@ -1,6 +1,7 @@
 """rejax PPO on CartPole-v1 for ``benchmarks/bench_peers.py`` (run inside the rejax venv).
 
-Standalone: imports only rejax, jax, optax and numpy. PureJaxRL's hyperparameters, as in
+Standalone: imports only rejax, jax, optax, numpy and
+``_runner_common.py`` (stdlib + numpy). PureJaxRL's hyperparameters, as in
 ``jaxstab_ppo.py``: 4 envs x 128 steps, 4 epochs, 4 minibatches, lr 2.5e-4 annealed linearly to
 0 over all minibatch steps (an optax schedule passed as rejax's ``learning_rate``), clip 0.2,
 ent 0.01, vf 0.5, gamma 0.99, lambda 0.95, 64x64 tanh networks, ``--steps`` rounded down to whole
@@ -18,40 +19,26 @@ Prints ONE JSON line. Usage: ``.venv-peers/rejax/bin/python benchmarks/peers/rej
 
 from __future__ import annotations
 
-import argparse
-import importlib.metadata as md
-import json
-import time
+import os
+import sys
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-import optax
-from rejax import PPO
-from rejax.evaluate import evaluate
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import _runner_common as rc  # noqa: E402
+
+import jax.numpy as jnp  # noqa: E402
+import optax  # noqa: E402
+from rejax import PPO  # noqa: E402
 
 
-def _versions(*names):
-    out = {}
-    for n in names:
-        try:
-            out[n] = md.version(n)
-        except md.PackageNotFoundError:
-            out[n] = None
-    return out
+def _argmax_action(actor, params, obs):
+    dist = actor.apply(params, jnp.expand_dims(obs, 0), method="_action_dist")
+    return jnp.squeeze(jnp.argmax(dist.logits, axis=-1), 0)
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--steps", type=int, default=500_000)
-    ap.add_argument("--seeds", type=int, default=16)
-    ap.add_argument("--hidden", type=int, default=64)
-    ap.add_argument("--eval-episodes", type=int, default=10)
-    ap.add_argument("--repeats", type=int, default=1)
-    ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args(argv)
-    if args.steps < 512:
-        raise ValueError(f"--steps must be >= 512 (one update), got {args.steps}")
+    args = rc.parse_args(__doc__, argv, steps=500_000, seeds=16, repeats=True)
+    rc.check_steps(args.steps, minimum=512, why="(one update)")
     num_updates = args.steps // 512
     steps = num_updates * 512
     lr = optax.linear_schedule(2.5e-4, 0.0, transition_steps=num_updates * 4 * 4)
@@ -63,44 +50,17 @@ def main(argv=None):
         vf_coef=0.5, agent_kwargs={"activation": "tanh",
                                    "hidden_layer_sizes": (args.hidden, args.hidden)},
     )
-    n_eval = args.eval_episodes
-
-    def det_eval(algo, ts, rng):
-        actor = algo.actor
-
-        def act(obs, rng):
-            dist = actor.apply(ts.actor_ts.params, jnp.expand_dims(obs, 0), method="_action_dist")
-            return jnp.squeeze(jnp.argmax(dist.logits, axis=-1), 0)
-
-        _, returns = evaluate(act, rng, algo.env, algo.env_params, n_eval,
-                              algo.env_params.max_steps_in_episode)
-        return returns.mean()
-
-    algo = algo.replace(eval_callback=det_eval)
     n = args.seeds
-    train = jax.jit(jax.vmap(algo.train))
-    keys = jax.random.split(jax.random.PRNGKey(args.seed), n)
-    t0 = time.perf_counter()
-    compiled = train.lower(keys).compile()
-    compile_s = time.perf_counter() - t0
-    times, ev = [], None
-    for rep in range(args.repeats):
-        keys = jax.random.split(jax.random.PRNGKey(args.seed + rep), n)
-        t0 = time.perf_counter()
-        _, ev = jax.block_until_ready(compiled(keys))
-        times.append(time.perf_counter() - t0)
-    run_s = float(np.median(times))
-    ev = np.asarray(ev)  # [seeds, 1]
-    print(json.dumps({
-        "peer": "rejax", "algo": "ppo", "env": "CartPole-v1", "steps": steps, "seeds": n,
-        "hidden": [args.hidden, args.hidden], "compile_s": round(compile_s, 3),
-        "run_s": round(run_s, 3), "run_s_all": [round(t, 3) for t in times],
-        "steps_per_s": n * steps / run_s,
-        "final_returns": [float(x) for x in ev[:, -1]],
-        "eval": (f"argmax action, mean of {n_eval} episodes after training (inside the timed "
-                 "program)"),
-        "versions": _versions("rejax", "jax", "jaxlib", "flax", "optax", "gymnax"),
-    }), flush=True)
+    compile_s, times, ev = rc.time_rejax(algo, _argmax_action, seeds=n, seed=args.seed,
+                                         repeats=args.repeats, eval_episodes=args.eval_episodes)
+    return rc.emit_result(
+        peer="rejax", algo="ppo", env="CartPole-v1", steps=steps, seeds=n, hidden=args.hidden,
+        times=times, compile_s=compile_s, parallel_seeds=True,
+        final_returns=ev[:, -1],  # ev: [seeds, 1]
+        eval=(f"argmax action, mean of {args.eval_episodes} episodes after training (inside the "
+              "timed program)"),
+        versions=rc.versions("rejax", "jax", "jaxlib", "flax", "optax", "gymnax"),
+    )
 
 
 if __name__ == "__main__":

@@ -1,10 +1,11 @@
 """Stable-Baselines3 (PyTorch) SAC on Pendulum-v1 for ``benchmarks/bench_peers.py``.
 
 Run inside the sb3 venv (torch CPU build). Standalone: imports only stable_baselines3 (and its
-gymnasium/torch), numpy. Settings match ``jaxstab_sac.py``: ``--hidden`` x ``--hidden`` networks
-(``net_arch``), batch 256, 1 environment, ``train_freq=1, gradient_steps=1``, replay capacity
-``--steps``, ``learning_starts=1000``, lr 1e-3, gamma 0.99, tau 0.005, automatic entropy with
-target -1. torch runs with ``--torch-threads`` threads (default 1).
+gymnasium/torch), numpy and ``_runner_common.py`` (stdlib + numpy). Settings match
+``jaxstab_sac.py``: ``--hidden`` x ``--hidden`` networks (``net_arch``), batch 256, 1
+environment, ``train_freq=1, gradient_steps=1``, replay capacity ``--steps``,
+``learning_starts=1000``, lr 1e-3, gamma 0.99, tau 0.005, automatic entropy with target -1.
+torch runs with ``--torch-threads`` threads (default 1).
 Seeds run one after another (SB3 has no vectorized seeds); ``steps_per_s`` is the
 aggregate ``seeds * steps / sum(run times)``
 (``steps_per_s_learning``: the rate after the 1000 warm-up steps, when every step also
@@ -22,82 +23,38 @@ Prints ONE JSON line. Usage:
 
 from __future__ import annotations
 
-import argparse
-import importlib.metadata as md
-import json
-import time
+import os
+import sys
 
-import numpy as np
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-
-def _versions(*names):
-    out = {}
-    for n in names:
-        try:
-            out[n] = md.version(n)
-        except md.PackageNotFoundError:
-            out[n] = None
-    return out
+import _runner_common as rc  # noqa: E402
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--steps", type=int, default=3_000)
-    ap.add_argument("--seeds", type=int, default=1)
-    ap.add_argument("--hidden", type=int, default=64)
-    ap.add_argument("--eval-episodes", type=int, default=10)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--torch-threads", type=int, default=1,
-                    help="torch.set_num_threads (default 1: on the shared 2-core machine torch's "
-                    "default of 2 threads ran PPO 30x slower under load)")
-    args = ap.parse_args(argv)
+    args = rc.parse_args(__doc__, argv, steps=3_000, seeds=1, torch_threads=True)
 
     import gymnasium as gym
     import torch
     from stable_baselines3 import SAC
-    from stable_baselines3.common.callbacks import BaseCallback
-    from stable_baselines3.common.evaluation import evaluate_policy
-
-    class _LearnStart(BaseCallback):
-        # records the wall time when the first gradient step is due (after learning_starts)
-        def __init__(self):
-            super().__init__()
-            self.t = None
-
-        def _on_step(self):
-            if self.t is None and self.num_timesteps >= 1_000:
-                self.t = time.perf_counter()
-            return True
 
     torch.set_num_threads(args.torch_threads)
-    times, finals, learn_rates = [], [], []
-    for s in range(args.seeds):
-        env = gym.make("Pendulum-v1")
-        model = SAC("MlpPolicy", env, learning_rate=1e-3, buffer_size=args.steps,
-                    learning_starts=1_000, batch_size=256, tau=0.005, gamma=0.99, train_freq=1,
-                    gradient_steps=1, target_entropy=-1.0,
-                    policy_kwargs=dict(net_arch=[args.hidden, args.hidden]),
-                    seed=args.seed + s, device="cpu", verbose=0)
-        cb = _LearnStart()
-        t0 = time.perf_counter()
-        model.learn(total_timesteps=args.steps, callback=cb)
-        t1 = time.perf_counter()
-        times.append(t1 - t0)
-        learn_rates.append((args.steps - 1_000) / (t1 - cb.t))
-        mean, _ = evaluate_policy(model, gym.make("Pendulum-v1"),
-                                  n_eval_episodes=args.eval_episodes, deterministic=True)
-        finals.append(float(mean))
-    print(json.dumps({
-        "peer": "sb3", "algo": "sac", "env": "Pendulum-v1", "steps": args.steps,
-        "seeds": args.seeds, "hidden": [args.hidden, args.hidden], "compile_s": None,
-        "run_s": round(float(np.mean(times)), 3), "run_s_all": [round(t, 3) for t in times],
-        "steps_per_s": args.seeds * args.steps / sum(times),
-        "steps_per_s_learning": float(np.mean(learn_rates)), "final_returns": finals,
-        "eval": (f"evaluate_policy deterministic=True, mean of {args.eval_episodes} episodes "
-                 "after training"),
-        "torch_threads": torch.get_num_threads(),
-        "versions": _versions("stable_baselines3", "torch", "gymnasium", "numpy"),
-    }), flush=True)
+
+    def make_model(seed):
+        return SAC("MlpPolicy", gym.make("Pendulum-v1"), learning_rate=1e-3,
+                   buffer_size=args.steps, learning_starts=rc.LEARNING_STARTS, batch_size=256,
+                   tau=0.005, gamma=0.99, train_freq=1, gradient_steps=1, target_entropy=-1.0,
+                   policy_kwargs=dict(net_arch=[args.hidden, args.hidden]),
+                   seed=seed, device="cpu", verbose=0)
+
+    runs = rc.run_seeds_sequentially(make_model, lambda: gym.make("Pendulum-v1"),
+                                     steps=args.steps, args=args,
+                                     learning_starts=rc.LEARNING_STARTS)
+    return rc.emit_sequential(
+        peer="sb3", algo="sac", env="Pendulum-v1", steps=args.steps, args=args, runs=runs,
+        compile_s=None, torch_threads=torch.get_num_threads(),
+        versions=rc.versions("stable_baselines3", "torch", "gymnasium", "numpy"),
+    )
 
 
 if __name__ == "__main__":

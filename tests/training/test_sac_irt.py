@@ -119,7 +119,7 @@ def test_policy_state_carried_reset_and_vmap_equals_loop():
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_sac_irt_trains_on_portfolio_env_without_nan():
-    """End to end on the real-data portfolio environment (jaxstab.envs), short budget."""
+    """End to end on the real-data portfolio environment (jaxstab.envs), 5 vmapped seeds."""
     from jaxstab.envs.portfolio import make_portfolio
 
     env, params = make_portfolio("train", window=5, episode_length=32)
@@ -134,17 +134,24 @@ def test_sac_irt_trains_on_portfolio_env_without_nan():
     # dwarfs the rewards and the critic chases Q ~ -50 / (1 - gamma): critic loss ~500 after 1k
     # steps (measured). An initial alpha matched to the reward scale avoids that.
     hp = default_hparams(cfg, n, init_log_alpha=-5.0)
-    out = jax.jit(make_train(cfg, env, params, eval_max_steps=32))(jax.random.key(0), hp)
-    m = {k: np.asarray(v) for k, v in out.metrics.items()}
-    learned = m["updated"] > 0
+    seeds = 5
+    hps = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (seeds,)), hp)
+    out = jax.jit(jax.vmap(make_train(cfg, env, params, eval_max_steps=32)))(
+        jax.random.split(jax.random.key(0), seeds), hps)
+    m = {k: np.asarray(v) for k, v in out.metrics.items()}   # [seeds, iterations]
+    learned = m["updated"][0] > 0
     assert learned.sum() > 100
     for k in ("critic_loss", "actor_loss", "alpha", "entropy"):
         assert np.all(np.isfinite(m[k])), k
-    assert m["skipped_total"][-1] == 0
+    assert np.all(m["skipped_total"][:, -1] == 0)
     assert np.all(np.isfinite(np.asarray(out.eval_returns)))
-    print("alpha", m["alpha"][learned][-1], "critic loss", m["critic_loss"][learned][-20:].mean())
-    # The seed's stability criteria on this short run.
-    assert m["alpha"][learned][-1] < 1.0
-    assert m["critic_loss"][learned][-20:].mean() < 10.0
-    w = np.asarray(out.state.policy_state)
+    # The seed's stability criteria over training, for every one of the 5 seeds: ent_coef < 1
+    # after warm-up and critic loss < 10 (over all learning steps after the first 10%).
+    after = np.flatnonzero(learned)[learned.sum() // 10:]
+    alpha_max = m["alpha"][:, after].max(axis=1)
+    critic_max = m["critic_loss"][:, after].max(axis=1)
+    print("alpha max per seed", alpha_max, "critic loss max per seed", critic_max)
+    assert np.all(alpha_max < 1.0), alpha_max
+    assert np.all(critic_max < 10.0), critic_max
+    w = np.asarray(out.state.policy_state)   # [seeds, num_envs, M]
     np.testing.assert_allclose(w.sum(-1), 1.0, atol=1e-5)
