@@ -13,11 +13,8 @@ aggregate ``seeds * steps / sum(run times)``
 (``steps_per_s_learning``: the rate after the 1000 warm-up steps, when every step also
 does a gradient step; the orchestrator compares against that one).
 
-Evaluation: ``evaluate_policy(..., deterministic=True)`` over ``--eval-episodes`` episodes after
-training (not timed). Reduced budget: for steps/s only.
-
-Prints ONE JSON line. Usage:
-``.venv-peers/sb3/bin/python benchmarks/peers/sbx_sac.py --steps 3000``.
+Evaluation and the reduced budget (for steps/s only) as in ``sb3_sac.py``. Prints ONE JSON line.
+Usage: ``.venv-peers/sb3/bin/python benchmarks/peers/sbx_sac.py --steps 3000``.
 """
 
 from __future__ import annotations
