@@ -32,11 +32,14 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
+from jaxstab._validation import check_range
 from jaxstab.agents.common import tree_all_finite, tree_select
 from jaxstab.agents.ppo import losses as L
 from jaxstab.agents.ppo.networks import (
+    ACTIVATIONS,
     POLICY_KINDS,
     VALUE_KINDS,
     PolicyOutput,
@@ -175,6 +178,21 @@ class PPOConfig:
         if not isinstance(self.hidden_sizes, tuple):
             raise TypeError(
                 f"hidden_sizes must be a tuple (hashable), got {type(self.hidden_sizes)}")
+        if not self.hidden_sizes or min(int(h) for h in self.hidden_sizes) < 1:
+            raise ValueError(f"hidden_sizes must be a non-empty tuple of positive ints, got "
+                             f"{self.hidden_sizes!r}")
+        _check_choice("activation", self.activation, tuple(ACTIVATIONS))
+        if int(self.rollback_window) < 1:
+            raise ValueError(f"rollback_window must be >= 1, got {self.rollback_window!r}")
+        if int(self.rollback_min_history) < 0:
+            raise ValueError(f"rollback_min_history must be >= 0, got "
+                             f"{self.rollback_min_history!r}")
+        if int(self.lr_step_size) < 1:
+            raise ValueError(f"lr_step_size must be >= 1, got {self.lr_step_size!r}")
+        for name in ("huber_kappa", "lr_decay_rate", "ratio_high", "ratio_low"):
+            v = getattr(self, name)
+            if not (np.isfinite(v) and v > 0):
+                raise ValueError(f"{name} must be finite and > 0, got {v!r}")
         if (self.num_envs * self.num_steps) % self.num_minibatches:
             raise ValueError(
                 f"num_minibatches={self.num_minibatches} must divide num_envs * num_steps = "
@@ -262,11 +280,24 @@ def ppo_hparams(**kwargs: Any) -> PPOHParams:
 
     Raises:
       TypeError: on an unknown field name.
+      ValueError: a non-finite value, or one outside its range: ``clip_eps``,
+        ``vf_clip_eps``, ``max_grad_norm``, ``target_kl``, ``logratio_clip``, ``reward_clip``,
+        ``bc_max_ratio``, ``rollback_kl``, ``rollback_loss_factor`` > 0; ``gamma`` in (0, 1];
+        ``gae_lambda`` in [0, 1]; ``lr`` (0 freezes the parameters), ``lr_end``, ``ent_coef``, ``ent_coef_end``, ``vf_coef``,
+        ``bc_coef``, ``bc_min_coef`` >= 0 (arrays for a sweep are checked entry by entry).
     """
     unknown = set(kwargs) - set(PPOHParams._fields)
     if unknown:
         raise TypeError(f"unknown PPOHParams fields: {sorted(unknown)}")
     hp = PPOHParams(**kwargs)
+    for name in ("clip_eps", "vf_clip_eps", "max_grad_norm", "target_kl", "logratio_clip",
+                 "reward_clip", "bc_max_ratio", "rollback_kl", "rollback_loss_factor"):
+        check_range(name, getattr(hp, name), 0.0, None)
+    check_range("gamma", hp.gamma, 0.0, 1.0)
+    check_range("gae_lambda", hp.gae_lambda, 0.0, 1.0, low_inclusive=True)
+    for name in ("lr", "lr_end", "ent_coef", "ent_coef_end", "vf_coef", "bc_coef", "bc_min_coef"):
+        check_range(name, getattr(hp, name), 0.0, None, low_inclusive=True)
+    check_range("rollback_reward_factor", hp.rollback_reward_factor)
     return PPOHParams(*(jnp.asarray(v, jnp.float32) for v in hp))
 
 
