@@ -94,7 +94,7 @@ def test_vmap_over_seeds_and_hparams_equals_loop():
 
 
 def test_rollback_reverts_every_update_when_kl_trigger_always_fires():
-    """rollback_kl = -1: every judged update is rejected (k3 KL >= 0). Update 0 is applied,
+    """rollback_kl = 1e-30: every judged update is rejected (its k3 KL is > 0). Update 0 is applied,
     judged after the next rollout and rejected (back to the initial parameters, update 1
     skipped); update 2 is applied from the restored parameters and rejected at iteration 3.
     With 4 updates the run ends on the initial parameters."""
@@ -103,7 +103,7 @@ def test_rollback_reverts_every_update_when_kl_trigger_always_fires():
                     early_stopping=True)
     train = jax.jit(make_train(cfg, env, env_params))
     key = jax.random.key(3)
-    rs, m = train(key, ppo_hparams(rollback_kl=-1.0))
+    rs, m = train(key, ppo_hparams(rollback_kl=1e-30))  # any applied update exceeds it
     from jaxstab.training.ppo import networks_from_config  # same init as the loop
 
     k_init = jax.random.split(key, 3)[0]
