@@ -51,7 +51,8 @@ def _cases(tmp):
         "SACConfig.batch_size=2.5": (lambda: SACConfig(batch_size=2.5), "batch_size"),
         # default_hparams
         "default_hparams unknown field": (lambda: default_hparams(C, 1, bogus=1.0), "bogus"),
-        "default_hparams actor_lr=0": (lambda: default_hparams(C, 1, actor_lr=0.0), "actor_lr"),
+        "default_hparams actor_lr=-1e-3": (lambda: default_hparams(C, 1, actor_lr=-1e-3),
+                                           "actor_lr"),
         "default_hparams critic_lr=nan": (lambda: default_hparams(C, 1, critic_lr=math.nan),
                                           "critic_lr"),
         "default_hparams alpha_lr sweep with a negative entry": (

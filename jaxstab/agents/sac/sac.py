@@ -229,8 +229,8 @@ def default_hparams(cfg: SACConfig, action_dim: int, **overrides: float) -> SACH
 
     Raises:
       TypeError: on an unknown field name.
-      ValueError: a non-finite value, a learning rate or ``max_grad_norm`` <= 0, or ``gamma`` /
-        ``tau`` outside ``(0, 1]`` (arrays of values for a sweep are checked entry by entry).
+      ValueError: a non-finite value, a learning rate < 0, ``max_grad_norm`` <= 0, or ``gamma``
+        / ``tau`` outside ``(0, 1]`` (arrays of values for a sweep are checked entry by entry).
     """
     values = dict(
         actor_lr=3e-4, critic_lr=3e-4, alpha_lr=3e-4, gamma=0.99, tau=0.005, init_log_alpha=0.0,
@@ -243,8 +243,9 @@ def default_hparams(cfg: SACConfig, action_dim: int, **overrides: float) -> SACH
     if unknown:
         raise TypeError(f"unknown SACHParams fields: {sorted(unknown)}")
     values.update(overrides)
-    for name in ("actor_lr", "critic_lr", "alpha_lr", "max_grad_norm"):
-        check_range(name, values[name], 0.0, None)
+    for name in ("actor_lr", "critic_lr", "alpha_lr"):   # 0 freezes that part
+        check_range(name, values[name], 0.0, None, low_inclusive=True)
+    check_range("max_grad_norm", values["max_grad_norm"], 0.0, None)
     for name in ("gamma", "tau"):
         check_range(name, values[name], 0.0, 1.0)
     for name in ("init_log_alpha", "target_entropy"):
