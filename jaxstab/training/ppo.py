@@ -50,7 +50,14 @@ import numpy as np
 
 from jaxstab.agents.common import tree_select
 from jaxstab.agents.ppo.losses import kl_estimate
-from jaxstab.agents.ppo.networks import PolicyOutput, distribution, env_action, value_from_head
+from jaxstab.agents.ppo.networks import (
+    PolicyOutput,
+    distribution,
+    env_action,
+    sample_with_noise,
+    sampling_noise,
+    value_from_head,
+)
 from jaxstab.agents.ppo.ppo import (
     Batch,
     Demos,
@@ -70,8 +77,9 @@ class Transition(NamedTuple):
     Attributes:
       obs: observation the action was taken in. action: raw (stored) action. logp: its
       log-probability. value_out: critic output. reward: raw reward. train_reward: reward used
-      for learning (normalized if enabled). terminated, truncated: bool flags.
-      final_obs: true next observation (before auto-reset). loc, log_std: policy parameters.
+      for learning (normalized; ``None`` without reward normalization, when it is ``reward``).
+      terminated, truncated: bool flags. final_obs: true next observation (before auto-reset).
+      loc, log_std: policy parameters (``None`` unless the exact KL needs them).
     """
 
     obs: jax.Array
@@ -164,12 +172,17 @@ def gae(
     not_done = 1.0 - jnp.logical_or(terminated, truncated).astype(dtype)
     deltas = rewards.astype(dtype) + g * not_term * next_values - values
 
-    def step(acc, xs):
-        delta, nd = xs
-        acc = delta + g * lam * nd * acc
-        return acc, acc
+    # A_t = delta_t + c_t A_{t+1} (c_t = gamma lambda not_done_t) is a composition of affine
+    # maps x -> d + c x, which is associative: a parallel (log-depth) scan instead of T
+    # sequential steps (on CPU each sequential step costs a few kernel launches).
+    coef = g * lam * not_done
 
-    _, adv = jax.lax.scan(step, jnp.zeros_like(values[0]), (deltas, not_done), reverse=True)
+    def compose(later, earlier):
+        c_l, d_l = later
+        c_e, d_e = earlier
+        return c_e * c_l, d_e + c_e * d_l
+
+    _, adv = jax.lax.associative_scan(compose, (coef, deltas), reverse=True)
     return adv, adv + values
 
 
@@ -304,17 +317,15 @@ def make_runner(
         del chunk_index
         hp = _as_f32(hparams)
 
-        def env_step(carry, k):
+        def env_step(carry, xs):
             rs, stats = carry
-            k_act, k_env = jax.random.split(k)
+            env_keys, noise = xs
             pout, vout = nets.apply(rs.ppo.params, rs.obs)
-            dist = distribution(kind, pout)
-            action = dist.sample(seed=k_act)
-            logp = dist.log_prob(action)
+            action = sample_with_noise(kind, pout, noise)
+            logp = distribution(kind, pout).log_prob(action)
             a_env = env_action(kind, action, low, high)
             nobs, env_state, reward, term, trunc, info = jax.vmap(
-                env.step, in_axes=(0, 0, 0, None))(
-                jax.random.split(k_env, n_env), rs.env_state, a_env, env_params)
+                env.step, in_axes=(0, 0, 0, None))(env_keys, rs.env_state, a_env, env_params)
             reward = reward.astype(jnp.float32)
             term = term.astype(bool)
             trunc = trunc.astype(bool)
@@ -333,8 +344,12 @@ def make_runner(
             stats = {"ret_sum": stats["ret_sum"] + jnp.sum(ep_ret * done_f),
                      "len_sum": stats["len_sum"] + jnp.sum(ep_len.astype(jnp.float32) * done_f),
                      "count": stats["count"] + jnp.sum(done_f)}
-            tr = Transition(rs.obs, action, logp, vout, reward, train_reward, term, trunc,
-                            final_obs, pout.loc, pout.log_std)
+            # fields nothing reads are not stored (None): the behaviour policy's parameters only
+            # serve the exact KL, the normalized reward only reward normalization
+            keep_pout = cfg.kl_estimator == "exact"
+            tr = Transition(rs.obs, action, logp, vout, reward,
+                            train_reward if cfg.reward_norm else None, term, trunc, final_obs,
+                            pout.loc if keep_pout else None, pout.log_std if keep_pout else None)
             rs = rs._replace(env_state=env_state, obs=flat_obs(nobs),
                              ep_return=jnp.where(done, 0.0, ep_ret),
                              ep_length=jnp.where(done, 0, ep_len), reward_norm=rn_state)
@@ -344,13 +359,17 @@ def make_runner(
             k_roll, k_upd, k_next = jax.random.split(rs.key, 3)
             zero = jnp.zeros((), jnp.float32)
             stats0 = {"ret_sum": zero, "len_sum": zero, "count": zero}
-            (rs, stats), traj = jax.lax.scan(env_step, (rs, stats0),
-                                             jax.random.split(k_roll, cfg.num_steps))
+            # all of the rollout's randomness in two calls (not 2-3 per step)
+            k_env, k_act = jax.random.split(k_roll)
+            env_keys = jax.random.split(k_env, (cfg.num_steps, n_env))
+            noise = sampling_noise(kind, k_act, (cfg.num_steps, n_env), nets.action_dim)
+            (rs, stats), traj = jax.lax.scan(env_step, (rs, stats0), (env_keys, noise))
             # traj leaves: [T, N, ...]
             values = value_from_head(cfg.value_kind, traj.value_out)
             _, next_vout = nets.apply(rs.ppo.params, traj.final_obs)
             next_values = value_from_head(cfg.value_kind, next_vout)
-            adv, ret = gae(traj.train_reward, values, next_values, traj.terminated,
+            train_reward = traj.train_reward if cfg.reward_norm else traj.reward
+            adv, ret = gae(train_reward, values, next_values, traj.terminated,
                            traj.truncated, hp.gamma, hp.gae_lambda)
             b = cfg.batch_size
 
@@ -362,7 +381,10 @@ def make_runner(
             batch = Batch(obs=flat(traj.obs), action=flat(traj.action), logp=flat(traj.logp),
                           value_old=flat(traj.value_out), advantages=flat(adv),
                           returns=flat(ret),
-                          pout_old=PolicyOutput(flat(traj.loc), flat(traj.log_std)),
+                          pout_old=(PolicyOutput(flat(traj.loc), flat(traj.log_std))
+                                    if traj.loc is not None else PolicyOutput(
+                                        jnp.zeros((b, nets.action_dim), jnp.float32),
+                                        jnp.zeros((b, nets.action_dim), jnp.float32))),
                           group=flat(group))
             count = stats["count"]
             episode_return = stats["ret_sum"] / jnp.maximum(count, 1.0)
@@ -418,7 +440,7 @@ def make_runner(
             metrics["episode_length"] = stats["len_sum"] / jnp.maximum(count, 1.0)
             metrics["episodes"] = count
             metrics["reward_mean"] = jnp.mean(traj.reward)
-            metrics["train_reward_mean"] = jnp.mean(traj.train_reward)
+            metrics["train_reward_mean"] = jnp.mean(train_reward)
             metrics = {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}
             rs = rs._replace(ppo=new_ppo, rollback=rb_state, key=k_next)
             return rs, metrics

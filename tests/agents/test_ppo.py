@@ -445,3 +445,31 @@ def test_softmax_gaussian_actions_and_latent_density():
     # first minibatch of the first epoch is on-policy: every step ran, ratios near 1
     assert float(m["num_applied_steps"]) == cfg.num_epochs * cfg.num_minibatches
     assert np.isfinite(float(m["total_loss"])) and float(m["ratio_max"]) < 2.0
+
+
+def test_sample_with_noise_matches_the_policy_distribution():
+    """Gumbel-max and reparameterized samples have the distribution of N.distribution."""
+    n = 200_000
+    logits = jnp.asarray([[0.3, -1.0, 1.2]], jnp.float32)
+    pout = N.PolicyOutput(jnp.broadcast_to(logits, (n, 3)), jnp.zeros((n, 3)))
+    g = N.sampling_noise("discrete", jax.random.key(1), (n,), 3)
+    a = np.asarray(N.sample_with_noise("discrete", pout, g))
+    freq = np.bincount(a, minlength=3) / n
+    p = np.exp(np.asarray(logits[0], np.float64))
+    p /= p.sum()
+    # 5 standard errors of a multinomial frequency
+    assert np.all(np.abs(freq - p) < 5 * np.sqrt(p * (1 - p) / n)), (freq, p)
+    assert a.dtype == np.int32
+
+    loc = jnp.asarray([0.5, -2.0], jnp.float32)
+    log_std = jnp.asarray([np.log(0.3), np.log(2.0)], jnp.float32)
+    pg = N.PolicyOutput(jnp.broadcast_to(loc, (n, 2)), jnp.broadcast_to(log_std, (n, 2)))
+    eps = N.sampling_noise("gaussian", jax.random.key(2), (n,), 2)
+    x = np.asarray(N.sample_with_noise("gaussian", pg, eps), np.float64)
+    std = np.exp(np.asarray(log_std, np.float64))
+    assert np.all(np.abs(x.mean(0) - np.asarray(loc)) < 5 * std / np.sqrt(n))
+    assert np.all(np.abs(x.std(0) / std - 1) < 0.01)
+    with pytest.raises(ValueError, match="noise"):
+        N.sample_with_noise("discrete", pout, g[:10])
+    with pytest.raises(ValueError, match="policy_kind"):
+        N.sampling_noise("beta", jax.random.key(0), (2,), 2)

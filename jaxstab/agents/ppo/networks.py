@@ -193,6 +193,59 @@ def distribution(policy_kind: str, pout: PolicyOutput) -> distrax.Distribution:
     raise ValueError(f"policy_kind must be one of {POLICY_KINDS}, got {policy_kind!r}")
 
 
+def sampling_noise(policy_kind: str, key: jax.Array, shape: tuple[int, ...],
+                   action_dim: int) -> jax.Array:
+    """Noise for :func:`sample_with_noise`, drawn for many steps at once.
+
+    The rollout draws the noise of all its steps in one call (one random-number kernel per
+    rollout instead of one per step; on CPU that is most of a small policy's sampling cost).
+
+    Args:
+      policy_kind: one of :data:`POLICY_KINDS`.
+      key: PRNG key.
+      shape: leading shape, e.g. ``(num_steps, num_envs)``.
+      action_dim: number of actions (discrete) or action dimensions.
+
+    Returns:
+      ``[*shape, action_dim]`` float32: standard Gumbel noise (discrete) or standard normal
+      noise (Gaussian kinds).
+
+    Example:
+      >>> g = sampling_noise("discrete", jax.random.key(0), (128, 4), 2)
+    """
+    full = tuple(shape) + (int(action_dim),)
+    if policy_kind == "discrete":
+        return jax.random.gumbel(key, full, jnp.float32)
+    if policy_kind in POLICY_KINDS:
+        return jax.random.normal(key, full, jnp.float32)
+    raise ValueError(f"policy_kind must be one of {POLICY_KINDS}, got {policy_kind!r}")
+
+
+def sample_with_noise(policy_kind: str, pout: PolicyOutput, noise: jax.Array) -> jax.Array:
+    """Sample an action of :func:`distribution` from pre-drawn :func:`sampling_noise`.
+
+    Discrete: the Gumbel-max trick ``argmax(logits + g)`` with ``g ~ Gumbel(0, 1)`` i.i.d.
+    (exactly a sample of ``Categorical(softmax(logits))``). Gaussian kinds: the
+    reparameterization ``loc + exp(log_std) * eps`` with ``eps ~ N(0, I)``.
+
+    Args:
+      policy_kind: one of :data:`POLICY_KINDS`.
+      pout: :class:`PolicyOutput`, leaves ``[..., action_dim]``.
+      noise: ``[..., action_dim]`` float, as drawn by :func:`sampling_noise`.
+
+    Returns:
+      ``[...]`` int32 (discrete) or ``[..., action_dim]`` float (the raw, stored action).
+    """
+    if noise.shape != pout.loc.shape:
+        raise ValueError(f"noise must have the shape of pout.loc {pout.loc.shape}, "
+                         f"got {noise.shape}")
+    if policy_kind == "discrete":
+        return jnp.argmax(pout.loc + noise, axis=-1).astype(jnp.int32)
+    if policy_kind in POLICY_KINDS:
+        return pout.loc + jnp.exp(pout.log_std) * noise.astype(pout.loc.dtype)
+    raise ValueError(f"policy_kind must be one of {POLICY_KINDS}, got {policy_kind!r}")
+
+
 def env_action(policy_kind: str, raw_action: jax.Array, low: Any = None,
                high: Any = None) -> jax.Array:
     """Map a stored (raw) action to what the environment receives.
