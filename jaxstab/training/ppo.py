@@ -29,8 +29,13 @@ value targets use the normalized rewards, the reported returns the raw ones.
 
 Rollback (``cfg.rollback``, :mod:`jaxstab.training.rollback`): the parameters produced by
 update ``k`` are judged after they collected rollout ``k + 1``, with update ``k``'s total loss,
-its KL(before || after) on its own batch (k3 mean) and the *mean raw reward per step* of the new
-rollout (always defined, unlike a per-episode return when no episode ended in the rollout). On an
+its KL (``metrics["kl_last_epoch"]``: PPO's own k3 estimate of KL(rollout policy || current)
+over the last epoch's minibatch steps, i.e. every sample once at the parameters of the update's
+last pass; no extra forward pass) and the *mean raw reward per step* of the new rollout (always
+defined, unlike a per-episode return when no episode ended in the rollout). The last update has
+no next rollout: :func:`make_runner`'s ``finalize`` judges it with the triggers that need none
+(non-finite, KL, loss spike) and reverts it on a trigger (its metrics row then shows
+``rollback``). On an
 enabled trigger (``cfg.rollback_triggers``: non-finite, KL > ``rollback_kl``, reward drop by
 default; loss spike opt-in, see :class:`PPOConfig`) the last good
 ``(params, opt_state)`` is restored and update ``k + 1`` is skipped (its rollout came from the
@@ -49,7 +54,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxstab.agents.common import tree_select
-from jaxstab.agents.ppo.losses import kl_estimate
 from jaxstab.agents.ppo.networks import (
     PolicyOutput,
     distribution,
@@ -102,6 +106,7 @@ class _RollbackCarry(NamedTuple):
     pending_loss: jax.Array
     pending_kl: jax.Array
     pending: jax.Array  # 0-d bool: an applied update awaits judgement
+    hparams: Any  # RollbackHParams of the latest chunk (finalize judges the last update)
 
 
 class RunnerState(NamedTuple):
@@ -295,6 +300,11 @@ def make_runner(
                                    check_loss_spike="loss_spike" in trig,
                                    check_reward_drop="reward_drop" in trig)
 
+    def _rollback_hparams(hp: PPOHParams):
+        return RB.RollbackHParams(hp.rollback_kl, hp.rollback_loss_factor,
+                                  hp.rollback_reward_factor,
+                                  jnp.asarray(cfg.rollback_min_history, jnp.int32))
+
     def flat_obs(o):
         return jnp.reshape(o, (o.shape[0], obs_dim)).astype(jnp.float32)
 
@@ -308,7 +318,7 @@ def make_runner(
         rb_state = _RollbackCarry(
             RB.rollback_init((ppo_state.params, ppo_state.opt_state), rb_cfg),
             jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32),
-            jnp.zeros((), bool)) if cfg.rollback else ()
+            jnp.zeros((), bool), _rollback_hparams(_as_f32(hparams))) if cfg.rollback else ()
         return RunnerState(ppo_state, env_state, flat_obs(obs),
                            jnp.zeros((n_env,), jnp.float32), jnp.zeros((n_env,), jnp.int32),
                            rn_state, rb_state, k_run)
@@ -395,9 +405,7 @@ def make_runner(
                 # Judge the parameters that collected this rollout (the previous update's
                 # result) with that update's loss and KL and this rollout's mean reward; on a
                 # trigger, revert to the last good (params, opt_state) and skip this update.
-                rb_hp = RB.RollbackHParams(hp.rollback_kl, hp.rollback_loss_factor,
-                                           hp.rollback_reward_factor,
-                                           jnp.asarray(cfg.rollback_min_history, jnp.int32))
+                rb_hp = _rollback_hparams(hp)
                 # nothing to judge before the first update or right after a rollback (the
                 # restored parameters were already accepted once)
                 judged = rb_state.pending
@@ -427,12 +435,10 @@ def make_runner(
                     opt_state=tree_select(rolled_back, ppo_state.opt_state, new_ppo.opt_state),
                     bc_scale=jnp.where(rolled_back, ppo_state.bc_scale, new_ppo.bc_scale),
                     vs_state=tree_select(rolled_back, ppo_state.vs_state, new_ppo.vs_state))
-                # KL(before || after) of this update on the rollout batch (k3, exact in mean).
-                pout_new, _ = nets.apply(new_ppo.params, batch.obs)
-                logp_new = distribution(kind, pout_new).log_prob(batch.action)
-                kl_upd = jnp.mean(kl_estimate(batch.logp, logp_new, "k3"))
+                # the update's KL: PPO's own k3 estimate over its last epoch (no extra pass)
+                kl_upd = metrics["kl_last_epoch"]
                 rb_state = _RollbackCarry(new_rb, jnp.asarray(metrics["total_loss"], jnp.float32),
-                                          kl_upd.astype(jnp.float32), ~rolled_back)
+                                          jnp.asarray(kl_upd, jnp.float32), ~rolled_back, rb_hp)
                 metrics["update_kl"] = kl_upd
             metrics = dict(metrics)
             metrics.update(rb_metrics)
@@ -449,6 +455,28 @@ def make_runner(
 
     def finalize(rs: RunnerState, stacked: dict[str, jax.Array]):
         metrics = {k: jnp.reshape(v, (num_updates,) + v.shape[2:]) for k, v in stacked.items()}
+        if cfg.rollback:
+            # Judge the last update now (it has no next rollout, so no reward-drop verdict).
+            rb_state = rs.rollback
+            (good_params, good_opt), new_rb, rbm = RB.rollback_update(
+                rb_state.rb, (rs.ppo.params, rs.ppo.opt_state), loss=rb_state.pending_loss,
+                kl=rb_state.pending_kl, reward=None, hparams=rb_state.hparams, cfg=rb_cfg)
+            judged = rb_state.pending
+            rolled = judged & rbm["rollback"]
+            ppo_state = rs.ppo._replace(
+                params=tree_select(rolled, good_params, rs.ppo.params),
+                opt_state=tree_select(rolled, good_opt, rs.ppo.opt_state))
+            new_rb = tree_select(judged, new_rb, rb_state.rb)
+            rs = rs._replace(ppo=ppo_state, rollback=rb_state._replace(
+                rb=new_rb, pending=jnp.zeros((), bool)))
+            last = num_updates - 1
+            metrics["rollback"] = metrics["rollback"].at[last].set(
+                jnp.maximum(metrics["rollback"][last], rolled.astype(jnp.float32)))
+            metrics["rollback_count"] = metrics["rollback_count"].at[last].set(
+                new_rb.rollback_count.astype(jnp.float32))
+            for k in ("trigger_nonfinite", "trigger_kl", "trigger_loss_spike"):
+                metrics[k] = metrics[k].at[last].set(jnp.maximum(
+                    metrics[k][last], (judged & rbm[k]).astype(jnp.float32)))
         return rs, metrics
 
     return Runner(init, run_chunk, num_chunks, finalize)

@@ -1,5 +1,6 @@
 """Tests of the compiled PPO training loop (jaxstab.training.ppo)."""
 
+import dataclasses
 import gymnax
 import jax
 import jax.numpy as jnp
@@ -115,6 +116,23 @@ def test_rollback_reverts_every_update_when_kl_trigger_always_fires():
     np.testing.assert_array_equal(m["rollback"], [0.0, 1.0, 0.0, 1.0])
     np.testing.assert_array_equal(m["trigger_kl"], [0.0, 1.0, 0.0, 1.0])
     assert float(m["rollback_count"][-1]) == 2.0
+    # 3 updates: update 2 is applied and has no next rollout; finalize judges it (KL trigger)
+    # and reverts it, so this run also ends on the initial parameters
+    cfg3 = dataclasses.replace(cfg, total_timesteps=96)
+    assert cfg3.num_updates == 3
+    rs3, m3 = jax.jit(make_train(cfg3, env, env_params))(key, ppo_hparams(rollback_kl=1e-30))
+    for a, b in zip(jax.tree_util.tree_leaves(rs3.ppo.params), jax.tree_util.tree_leaves(p0)):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(m3["rollback"], [0.0, 1.0, 1.0])
+    np.testing.assert_array_equal(m3["trigger_kl"], [0.0, 1.0, 1.0])
+    assert float(m3["rollback_count"][-1]) == 2.0
+    assert float(m3["update_kl"][2]) > 0.0
+    # the same run without the KL trigger keeps update 2 (final parameters moved)
+    cfg3b = dataclasses.replace(cfg3, rollback_triggers=("nonfinite",))
+    rs3b, m3b = jax.jit(make_train(cfg3b, env, env_params))(key, ppo_hparams(rollback_kl=1e-30))
+    assert float(m3b["rollback_count"][-1]) == 0.0
+    assert not all(np.array_equal(a, b) for a, b in zip(
+        jax.tree_util.tree_leaves(rs3b.ppo.params), jax.tree_util.tree_leaves(p0)))
     # with a sane threshold nothing is rolled back in this short run
     rs2, m2 = train(key, ppo_hparams(rollback_kl=10.0, rollback_loss_factor=1e6,
                                      rollback_reward_factor=0.0))

@@ -665,6 +665,13 @@ def make_ppo(cfg: PPOConfig, networks: PPONetworks, demos: Demos | None = None) 
         n_active = jnp.maximum(jnp.sum(active), 1.0)
         metrics = {k: jnp.sum(v * active) / n_active for k, v in out["aux"].items()}
         metrics["grad_norm"] = jnp.sum(out["grad_norm"] * active) / n_active
+        # k3 KL(rollout policy || current) over the last epoch that ran a step: every sample of
+        # the batch once, at the parameters of the update's last pass (what rollback judges)
+        ran = jnp.any(out["active"], axis=1)
+        last = jnp.max(jnp.where(ran, jnp.arange(cfg.num_epochs), 0))
+        w_last = active * (jnp.arange(cfg.num_epochs) == last)[:, None]
+        metrics["kl_last_epoch"] = (jnp.sum(out["aux"]["kl_k3"] * w_last)
+                                    / jnp.maximum(jnp.sum(w_last), 1.0))
         r = out["ratio"]
         metrics.update({
             "ratio_max": jnp.max(r.max), "ratio_min": jnp.min(r.min),
