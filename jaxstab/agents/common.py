@@ -54,6 +54,49 @@ def orthogonal_init(scale: float = 1.0) -> Callable[..., jax.Array]:
     return init
 
 
+@jax.custom_vjp
+def _matmul(x: jax.Array, w: jax.Array) -> jax.Array:
+    return jnp.matmul(x, w)
+
+
+def _matmul_fwd(x, w):
+    return jnp.matmul(x, w), (x, w)
+
+
+def _matmul_bwd(res, g):
+    x, w = res
+    x2 = jnp.reshape(x, (-1, x.shape[-1]))
+    g2 = jnp.reshape(g, (-1, g.shape[-1]))
+    # Materialize the transposes: XLA's CPU backend otherwise emits the weight gradient
+    # x^T g as a dot contracting dimension 0 of both operands, which it runs on a generic
+    # (several times slower) path instead of its fast matmul library; the barrier stops the
+    # transposes from being folded back into the dot. Same math, same result.
+    xt, wt = jax.lax.optimization_barrier((x2.T, w.T))
+    dx = jnp.reshape(jnp.matmul(g2, wt), x.shape)
+    return dx, jnp.matmul(xt, g2)
+
+
+_matmul.defvjp(_matmul_fwd, _matmul_bwd)
+
+
+def fast_dot_general(lhs: jax.Array, rhs: jax.Array, dimension_numbers: Any,
+                     precision: Any = None, preferred_element_type: Any = None) -> jax.Array:
+    """``lax.dot_general`` for ``nn.Dense`` whose backward pass runs fast on CPU.
+
+    A dense layer ``x @ W`` (``x [..., in]``, ``W [in, out]``) goes through a matmul with a
+    custom VJP (``dx = g W^T``, ``dW = x^T g`` with the transposes materialized); anything
+    else falls back to ``jax.lax.dot_general``. Values and gradients are those of
+    ``x @ W`` (up to float rounding order).
+    """
+    (lc, rc), (lb, rb) = dimension_numbers
+    if (rhs.ndim == 2 and tuple(lc) == (lhs.ndim - 1,) and tuple(rc) == (0,) and not lb
+            and not rb and precision is None and preferred_element_type is None
+            and lhs.dtype == rhs.dtype):
+        return _matmul(lhs, rhs)
+    return jax.lax.dot_general(lhs, rhs, dimension_numbers, precision=precision,
+                               preferred_element_type=preferred_element_type)
+
+
 class MLP(nn.Module):
     """Multi-layer perceptron with orthogonal init (:func:`orthogonal_init`, LAPACK-free).
 
@@ -73,9 +116,11 @@ class MLP(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         for width in self.hidden_sizes:
-            x = nn.Dense(width, kernel_init=orthogonal_init(np.sqrt(2.0)))(x)
+            x = nn.Dense(width, kernel_init=orthogonal_init(np.sqrt(2.0)),
+                         dot_general=fast_dot_general)(x)
             x = self.activation(x)
-        return nn.Dense(self.out_dim, kernel_init=orthogonal_init(self.out_scale))(x)
+        return nn.Dense(self.out_dim, kernel_init=orthogonal_init(self.out_scale),
+                        dot_general=fast_dot_general)(x)
 
 
 def tree_all_finite(tree: Any) -> jax.Array:
