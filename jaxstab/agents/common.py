@@ -70,7 +70,7 @@ def _matmul_bwd(res, g):
     # Materialize the transposes: XLA's CPU backend otherwise emits the weight gradient
     # x^T g as a dot contracting dimension 0 of both operands, which it runs on a generic
     # (several times slower) path instead of its fast matmul library; the barrier stops the
-    # transposes from being folded back into the dot. Same math, same result.
+    # transposes from being folded back into the dot. Same math (up to rounding order).
     xt, wt = jax.lax.optimization_barrier((x2.T, w.T))
     dx = jnp.reshape(jnp.matmul(g2, wt), x.shape)
     return dx, jnp.matmul(xt, g2)
