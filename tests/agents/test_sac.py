@@ -287,8 +287,11 @@ def test_temperature_moves_toward_target_entropy(direction):
     assert direction * float(state.log_alpha) > 0.04
 
 
-@pytest.mark.parametrize("field", ["reward", "obs"])
-def test_poisoned_batch_is_skipped(field):
+@pytest.mark.parametrize("field,bad", [("reward", float("nan")), ("obs", float("inf")),
+                                       ("reward", 3e38)])
+def test_poisoned_batch_is_skipped(field, bad):
+    # 3e38 is finite: the guard must also catch the overflow it causes in the losses and the
+    # gradient norms (the guard checks scalars, not every parameter leaf).
     cfg = _cfg()
     init, update = make_sac(OBS, ACT, cfg)
     hp = default_hparams(cfg, ACT)
@@ -297,7 +300,7 @@ def test_poisoned_batch_is_skipped(field):
     step = jax.jit(update)
     state, m = step(state, batch, hp, jax.random.key(2))  # one good update first
     assert float(m["skipped"]) == 0.0
-    bad_val = getattr(batch, field).at[0].set(jnp.nan if field == "reward" else jnp.inf)
+    bad_val = getattr(batch, field).at[0].set(bad)
     new, m = step(state, batch._replace(**{field: bad_val}), hp, jax.random.key(3))
     assert float(m["skipped"]) == 1.0 and float(m["skipped_total"]) == 1.0
     assert int(new.skipped) == 1 and int(new.step) == int(state.step) + 1

@@ -36,7 +36,7 @@ import numpy as np
 import optax
 
 from jaxstab._validation import check_range
-from jaxstab.agents.common import tree_all_finite, tree_select
+from jaxstab.agents.common import tree_select
 from jaxstab.agents.ppo import losses as L
 from jaxstab.agents.ppo.networks import (
     ACTIVATIONS,
@@ -84,7 +84,8 @@ class PPOConfig:
       value_clipping: PPO2 value clipping around the rollout value with ``vf_clip_eps`` (off by
         default, as DESIGN.md asks; note PureJaxRL's CartPole recipe has it on, and on CartPole
         with that recipe it mattered in our runs: see ``tests/training/test_ppo_train.py``).
-      skip_nonfinite: skip (and count) a minibatch step whose loss or gradients are non-finite.
+      skip_nonfinite: skip (and count) a minibatch step whose loss or global gradient norm is
+        non-finite (a NaN/Inf gradient, or a squared norm that overflows float32).
       clip_grad_norm: global gradient-norm clipping at ``hparams.max_grad_norm`` (default on;
         False removes the transform, for ablations and overhead measurements).
       lr_schedule: ``"constant"``, ``"linear"``, ``"cosine"`` or ``"exponential"`` from ``lr`` to
@@ -621,7 +622,11 @@ def make_ppo(cfg: PPOConfig, networks: PPONetworks, demos: Demos | None = None) 
                 stopped = carry.stopped | exceed
             else:
                 stopped = carry.stopped
-            finite = tree_all_finite(grads) & jnp.isfinite(loss)
+            # One reduction instead of one per leaf: the global norm is needed anyway (metric,
+            # clipping) and is non-finite iff a gradient is NaN/Inf or its squared norm
+            # overflows float32 (then the clipped step would be 0 or NaN: skip it too).
+            grad_norm = optax.tree.norm(grads)
+            finite = jnp.isfinite(grad_norm) & jnp.isfinite(loss)
             apply = ~stopped
             if cfg.skip_nonfinite:
                 apply = apply & finite
@@ -644,7 +649,7 @@ def make_ppo(cfg: PPOConfig, networks: PPONetworks, demos: Demos | None = None) 
                 "active": active,
                 "applied": apply,
                 "nonfinite_skip": active & ~stopped & ~finite,
-                "grad_norm": optax.tree.norm(grads).astype(jnp.float32),
+                "grad_norm": grad_norm.astype(jnp.float32),
             }
             return _Carry(params, opt_state, stopped, bc_scale, vs_state), out
 

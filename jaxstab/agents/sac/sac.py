@@ -8,9 +8,16 @@ adam(lr))`` with ``max_norm`` and ``lr`` TRACED hyperparameters (so a ``vmap`` o
 :class:`SACHParams` sweeps them without recompiling); ``SACConfig.max_grad_norm = None`` removes
 the clipping stage (static switch).
 
-Guard: if any loss, gradient or updated parameter is non-finite, the whole update is skipped —
-parameters, optimizer states, target critics and temperature keep their previous values — and
-``state.skipped`` is incremented; ``metrics["skipped"]`` is 1.0 for that step.
+Guard: if any loss, the temperature gradient, the new temperature or the global norm of the actor
+or critic gradient is non-finite (a NaN/Inf gradient, or one whose squared norm overflows
+float32), the whole update is skipped — parameters, optimizer states, target critics and
+temperature keep their previous values — and ``state.skipped`` is incremented;
+``metrics["skipped"]`` is 1.0 for that step. With finite gradients and finite (validated)
+learning rates every Adam step (at most a few times the learning rate per weight), hence every
+new parameter and target, is finite unless a learning rate is near the float32 limit
+(~1e37), so checking a
+handful of scalars (the norms are computed for the metrics anyway) replaces one reduction per
+parameter leaf (10-15% of the update's time on a 2-core CPU).
 
 Reference: Haarnoja et al., "Soft Actor-Critic Algorithms and Applications", arXiv:1812.05905;
 Kuznetsov et al., "Controlling Overestimation Bias with Truncated Mixture of Continuous
@@ -28,7 +35,7 @@ import numpy as np
 import optax
 
 from jaxstab._validation import check_range
-from jaxstab.agents.common import tree_all_finite, tree_select
+from jaxstab.agents.common import tree_select
 from jaxstab.agents.sac import losses as sac_losses
 from jaxstab.agents.sac.irt import IRTConfig
 from jaxstab.agents.sac.networks import (
@@ -78,8 +85,8 @@ class SACConfig:
       log_std_min, log_std_max: actor log-std bounds.
       target_relative_scale: relative noise scale defining the simplex policies' default
         target entropy (see :func:`default_target_entropy`).
-      skip_nonfinite: skip (and count) an update whose losses, gradients or new parameters are
-        non-finite, leaving parameters, optimizer states and target networks unchanged. Turn off
+      skip_nonfinite: skip (and count) an update whose losses or gradient norms are non-finite
+        (see the module docstring), leaving parameters, optimizer states and target networks unchanged. Turn off
         only to demonstrate what the guard prevents.
       actor: ``"mlp"`` (stateless Gaussian-latent MLP) or ``"irt"`` (the IRT prototype policy
         of :mod:`jaxstab.agents.sac.irt`; needs a simplex ``policy``; its prototype weights are
@@ -411,8 +418,14 @@ def make_sac(obs_dim: int, action_dim: int, cfg: SACConfig,
             actor_params=actor_params, critic_params=critic_params, target_critic_params=target,
             log_alpha=log_alpha, actor_opt_state=actor_opt, critic_opt_state=critic_opt,
             alpha_opt_state=alpha_opt, loss_state=new_loss_state)
-        ok = tree_all_finite(((c_loss, a_loss, t_loss), (c_grads, a_grads, t_grad),
-                              (actor_params, critic_params, target, log_alpha)))
+        # Finite losses and finite global gradient norms (computed anyway for the metrics) make
+        # every Adam step, hence every new parameter and target, finite; a norm is non-finite iff
+        # a gradient is NaN/Inf or its squared norm overflows float32 (skipped too). Scalar
+        # checks instead of one reduction per parameter leaf.
+        a_norm, c_norm = optax.tree.norm(a_grads), optax.tree.norm(c_grads)
+        ok = jnp.all(jnp.isfinite(jnp.stack([c_loss, a_loss, t_loss, a_norm, c_norm,
+                                             jnp.reshape(t_grad, ()),
+                                             jnp.reshape(log_alpha, ())])))
         if cfg.skip_nonfinite:
             new_state = tree_select(ok, proposed, state)
         else:
@@ -426,8 +439,8 @@ def make_sac(obs_dim: int, action_dim: int, cfg: SACConfig,
             "alpha_loss": t_loss,
             "alpha": alpha,
             "entropy": -jnp.mean(logp),
-            "actor_grad_norm": optax.tree.norm(a_grads),
-            "critic_grad_norm": optax.tree.norm(c_grads),
+            "actor_grad_norm": a_norm,
+            "critic_grad_norm": c_norm,
             "alpha_grad_norm": jnp.abs(t_grad),
             "skipped": jnp.where(ok, 0.0, 1.0).astype(jnp.float32),
             "skipped_total": skipped.astype(jnp.float32),
