@@ -308,6 +308,29 @@ def make_runner(
     def flat_obs(o):
         return jnp.reshape(o, (o.shape[0], obs_dim)).astype(jnp.float32)
 
+    def _judge(ppo_state, rb_state: _RollbackCarry, *, reward, hparams):
+        """Judge the parameters of the pending update (if any) and revert them on a trigger.
+
+        Nothing is judged before the first update or right after a rollback (``pending`` is
+        False then: the restored parameters were already accepted once). ``reward=None`` (the
+        last update, which has no next rollout) disables the reward-drop trigger.
+
+        Returns:
+          ``(ppo_state, rollback_state, rolled_back, triggers)`` with ``triggers`` the
+          per-trigger verdicts (``trigger_*``, False when nothing was judged).
+        """
+        (good_params, good_opt), new_rb, rbm = RB.rollback_update(
+            rb_state.rb, (ppo_state.params, ppo_state.opt_state), loss=rb_state.pending_loss,
+            kl=rb_state.pending_kl, reward=reward, hparams=hparams, cfg=rb_cfg)
+        judged = rb_state.pending
+        rolled = judged & rbm["rollback"]
+        ppo_state = ppo_state._replace(
+            params=tree_select(rolled, good_params, ppo_state.params),
+            opt_state=tree_select(rolled, good_opt, ppo_state.opt_state))
+        triggers = {k: judged & rbm[k] for k in ("trigger_nonfinite", "trigger_kl",
+                                                  "trigger_loss_spike", "trigger_reward_drop")}
+        return ppo_state, tree_select(judged, new_rb, rb_state.rb), rolled, triggers
+
     def init(key: jax.Array, hparams: PPOHParams) -> RunnerState:
         _as_f32(hparams)  # type check only
         k_init, k_reset, k_run = jax.random.split(key, 3)
@@ -406,23 +429,10 @@ def make_runner(
                 # result) with that update's loss and KL and this rollout's mean reward; on a
                 # trigger, revert to the last good (params, opt_state) and skip this update.
                 rb_hp = _rollback_hparams(hp)
-                # nothing to judge before the first update or right after a rollback (the
-                # restored parameters were already accepted once)
-                judged = rb_state.pending
-                (good_params, good_opt), new_rb, rbm = RB.rollback_update(
-                    rb_state.rb, (ppo_state.params, ppo_state.opt_state),
-                    loss=rb_state.pending_loss, kl=rb_state.pending_kl,
-                    reward=jnp.mean(traj.reward), hparams=rb_hp, cfg=rb_cfg)
-                new_rb = tree_select(judged, new_rb, rb_state.rb)
-                rolled_back = judged & rbm["rollback"]
-                ppo_state = ppo_state._replace(
-                    params=tree_select(rolled_back, good_params, ppo_state.params),
-                    opt_state=tree_select(rolled_back, good_opt, ppo_state.opt_state))
+                ppo_state, new_rb, rolled_back, triggers = _judge(
+                    ppo_state, rb_state, reward=jnp.mean(traj.reward), hparams=rb_hp)
                 rb_metrics = {"rollback": rolled_back,
-                              "rollback_count": new_rb.rollback_count,
-                              **{k: judged & rbm[k] for k in
-                                 ("trigger_nonfinite", "trigger_kl", "trigger_loss_spike",
-                                  "trigger_reward_drop")}}
+                              "rollback_count": new_rb.rollback_count, **triggers}
             if cfg.lr_schedule == "plateau":
                 # monitored value: this rollout's mean episode return (skipped without episodes)
                 new_ppo, metrics = ppo.update(ppo_state, batch, hp, k_upd,
@@ -458,15 +468,8 @@ def make_runner(
         if cfg.rollback:
             # Judge the last update now (it has no next rollout, so no reward-drop verdict).
             rb_state = rs.rollback
-            (good_params, good_opt), new_rb, rbm = RB.rollback_update(
-                rb_state.rb, (rs.ppo.params, rs.ppo.opt_state), loss=rb_state.pending_loss,
-                kl=rb_state.pending_kl, reward=None, hparams=rb_state.hparams, cfg=rb_cfg)
-            judged = rb_state.pending
-            rolled = judged & rbm["rollback"]
-            ppo_state = rs.ppo._replace(
-                params=tree_select(rolled, good_params, rs.ppo.params),
-                opt_state=tree_select(rolled, good_opt, rs.ppo.opt_state))
-            new_rb = tree_select(judged, new_rb, rb_state.rb)
+            ppo_state, new_rb, rolled, triggers = _judge(rs.ppo, rb_state, reward=None,
+                                                         hparams=rb_state.hparams)
             rs = rs._replace(ppo=ppo_state, rollback=rb_state._replace(
                 rb=new_rb, pending=jnp.zeros((), bool)))
             last = num_updates - 1
@@ -476,7 +479,7 @@ def make_runner(
                 new_rb.rollback_count.astype(jnp.float32))
             for k in ("trigger_nonfinite", "trigger_kl", "trigger_loss_spike"):
                 metrics[k] = metrics[k].at[last].set(jnp.maximum(
-                    metrics[k][last], (judged & rbm[k]).astype(jnp.float32)))
+                    metrics[k][last], triggers[k].astype(jnp.float32)))
         return rs, metrics
 
     return Runner(init, run_chunk, num_chunks, finalize)
