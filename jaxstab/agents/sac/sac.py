@@ -14,10 +14,9 @@ float32), the whole update is skipped — parameters, optimizer states, target c
 temperature keep their previous values — and ``state.skipped`` is incremented;
 ``metrics["skipped"]`` is 1.0 for that step. With finite gradients and finite (validated)
 learning rates every Adam step (at most a few times the learning rate per weight), hence every
-new parameter and target, is finite unless a learning rate is near the float32 limit
-(~1e37), so checking a
-handful of scalars (the norms are computed for the metrics anyway) replaces one reduction per
-parameter leaf (10-15% of the update's time on a 2-core CPU).
+new parameter and target, is finite unless a learning rate is near the float32 limit (~1e37),
+so checking a handful of scalars (the norms are computed for the metrics anyway) replaces one
+reduction per parameter leaf (10-15% of the update's time on a 2-core CPU).
 
 Reference: Haarnoja et al., "Soft Actor-Critic Algorithms and Applications", arXiv:1812.05905;
 Kuznetsov et al., "Controlling Overestimation Bias with Truncated Mixture of Continuous
@@ -86,8 +85,8 @@ class SACConfig:
       target_relative_scale: relative noise scale defining the simplex policies' default
         target entropy (see :func:`default_target_entropy`).
       skip_nonfinite: skip (and count) an update whose losses or gradient norms are non-finite
-        (see the module docstring), leaving parameters, optimizer states and target networks unchanged. Turn off
-        only to demonstrate what the guard prevents.
+        (see the module docstring), leaving parameters, optimizer states and target networks
+        unchanged. Turn off only to demonstrate what the guard prevents.
       actor: ``"mlp"`` (stateless Gaussian-latent MLP) or ``"irt"`` (the IRT prototype policy
         of :mod:`jaxstab.agents.sac.irt`; needs a simplex ``policy``; its prototype weights are
         carried as policy state and stored in the replay buffer as augmented observations).
