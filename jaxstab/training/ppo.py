@@ -327,8 +327,7 @@ def make_runner(
         ppo_state = ppo_state._replace(
             params=tree_select(rolled, good_params, ppo_state.params),
             opt_state=tree_select(rolled, good_opt, ppo_state.opt_state))
-        triggers = {k: judged & rbm[k] for k in ("trigger_nonfinite", "trigger_kl",
-                                                  "trigger_loss_spike", "trigger_reward_drop")}
+        triggers = {k: judged & rbm[k] for k in RB.METRIC_KEYS if k.startswith("trigger_")}
         return ppo_state, tree_select(judged, new_rb, rb_state.rb), rolled, triggers
 
     def init(key: jax.Array, hparams: PPOHParams) -> RunnerState:
