@@ -71,7 +71,7 @@ PPO_SETTINGS = (
     "default stabilizer on (log-ratio clamp, non-finite update skip; the opt-in ones, early "
     "stopping, reward normalization, rollback, quantile head, are off) and value clipping 0.2 (as"
     " PureJaxRL). rejax: separate actor/critic optimizers, element-wise gradient clipping (its "
-    "design), no value clipping. SB3: DummyVecEnv of 4, 1 torch thread, reduced budget for "
+    "design), value clipping at clip_eps 0.2 (as ours). SB3: DummyVecEnv of 4, 1 torch thread, reduced budget for "
     "steps/s only."
 )
 

@@ -5,10 +5,27 @@ JAX creates a backend. Rank promotion raises everywhere; float64 is switched on 
 the ``x64`` fixture (``jax.enable_x64`` context), never globally.
 """
 
-import jaxstab  # noqa: F401  (must precede any JAX computation)
+import os
 
-import jax
-import pytest
+# Several pytest-xdist workers share the machine: on a GPU none of them may grab most of its memory.
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+
+import jaxstab  # noqa: F401,E402  (must precede any JAX computation)
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+
+_MAX_WORKERS = 4
+
+
+def pytest_xdist_auto_num_workers(config):
+    """``-n auto``: one worker per usable core, at most 4 (each worker compiles its own programs)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, _MAX_WORKERS))
+
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 

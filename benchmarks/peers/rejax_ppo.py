@@ -7,7 +7,8 @@ Standalone: imports only rejax, jax, optax, numpy and
 ent 0.01, vf 0.5, gamma 0.99, lambda 0.95, 64x64 tanh networks, ``--steps`` rounded down to whole
 updates of 512 (500k -> 976 updates). Differences that are rejax's design: separate actor and
 critic optimizers, ``max_grad_norm=0.5`` clips gradients element-wise (``optax.clip``), not by
-global norm, and no value clipping.
+global norm. Like ours (and PureJaxRL) it clips the value prediction to +-``clip_eps`` around
+the rollout's value (rejax 0.1.3 ``update_critic``).
 
 Evaluation: rejax's own callback samples actions on 128 episodes; we replace it by a
 deterministic one (argmax of the logits, ``--eval-episodes`` episodes) run once at the end,
