@@ -2,12 +2,13 @@
 
 Trains a tiny PPO on CartPole-v1 for two seeds through :func:`jaxstab.training.loop.run`
 with a checkpoint after every chunk. After each chunk it prints ``chunk <i>`` (flushed) and
-sleeps ``--sleep`` seconds, so a test can SIGKILL it mid-run. With ``--resume`` it continues
+sleeps ``--sleep`` seconds (only after chunk ``--pause-at`` when that is given), so a test can
+SIGKILL it mid-run. With ``--resume`` it continues
 from the newest complete checkpoint and first prints ``start <chunks already done>``. At the
 end it writes every leaf of the final carry and of the stacked outputs to ``--out`` (.npz,
 written under a temporary name and renamed) and prints ``done``.
 
-Usage: python tests/_train_worker.py --dir D --out F.npz [--sleep 1.0] [--resume]
+Usage: python tests/_train_worker.py --dir D --out F.npz [--sleep 1.0] [--pause-at I] [--resume]
 """
 
 from __future__ import annotations
@@ -59,6 +60,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--dir", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--sleep", type=float, default=1.0)
+    ap.add_argument("--pause-at", type=int, default=None,
+                    help="sleep only after this chunk (default: after every chunk)")
     ap.add_argument("--resume", action="store_true")
     args = ap.parse_args(argv)
 
@@ -71,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
 
     def on_chunk(i, outputs):
         print(f"chunk {i}", flush=True)
-        if args.sleep:
+        if args.sleep and (args.pause_at is None or i == args.pause_at):
             time.sleep(args.sleep)
 
     carry, outputs = loop.run(runner, keys, hparams, checkpoint_dir=args.dir, save_every=1,

@@ -42,3 +42,17 @@ def strict_dtypes():
     """Strict dtype promotion (ops and losses tests only; it breaks optax's Adam globally)."""
     with jax.numpy_dtype_promotion("strict"):
         yield
+
+
+@pytest.fixture(scope="session")
+def compile_cache_env(tmp_path_factory) -> dict[str, str]:
+    """Environment variables giving subprocesses a shared persistent compilation cache.
+
+    A test that starts the same program in several processes (kill and resume) passes these to
+    them: every process after the first loads the compiled executables instead of compiling
+    again. One cache per pytest worker (session); the parent test process does not use it.
+    """
+    cache = tmp_path_factory.mktemp("jax_compilation_cache")
+    return {"JAX_COMPILATION_CACHE_DIR": str(cache),
+            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+            "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}

@@ -20,9 +20,22 @@ TINY = ["train", "--algo", "ppo", "--env", "CartPole-v1", "--seeds", "2", "--ste
         "--no-progress"]
 
 
+#: persistent compilation cache shared by this module's CLI subprocesses (set by the autouse
+#: fixture below): the runs compile the same few programs again and again
+_CACHE_ENV: dict[str, str] = {}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _shared_compile_cache(compile_cache_env):
+    _CACHE_ENV.update(compile_cache_env)
+    yield
+    _CACHE_ENV.clear()
+
+
 def _env():
     env = dict(os.environ)
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    env.update(_CACHE_ENV)
     return env
 
 

@@ -184,15 +184,16 @@ def test_argument_errors():
 
 
 # ---------------------------------------------------------------- real crash (SIGKILL)
-def _env():
+def _env(cache_env: dict[str, str]):
     env = dict(os.environ)
     env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
+    env.update(cache_env)  # the resumed worker loads the first worker's compiled program
     return env
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(1200)
-def test_sigkilled_ppo_run_resumes_to_the_uninterrupted_result(tmp_path):
+def test_sigkilled_ppo_run_resumes_to_the_uninterrupted_result(tmp_path, compile_cache_env):
     """A PPO CartPole run (2 seeds, 6 chunks, rollback + reward norm, checkpoint per chunk) is
     SIGKILLed after its third chunk (two checkpoints on disk), resumed in a new process and
     must end with the final carry (parameters, optimizer, env, normalizer and rollback states,
@@ -204,9 +205,11 @@ def test_sigkilled_ppo_run_resumes_to_the_uninterrupted_result(tmp_path):
     finally:
         sys.path.pop(0)
     d, out = tmp_path / "ckpt", tmp_path / "final.npz"
-    cmd = [sys.executable, WORKER, "--dir", str(d), "--out", str(out), "--sleep", "30"]
-    p = subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=subprocess.PIPE,
-                         stderr=subprocess.DEVNULL, text=True)
+    # the worker pauses 30 s after chunk 2 only (checkpoints of chunks 0 and 1 are on disk)
+    cmd = [sys.executable, WORKER, "--dir", str(d), "--out", str(out), "--sleep", "30",
+           "--pause-at", "2"]
+    p = subprocess.Popen(cmd, cwd=REPO, env=_env(compile_cache_env),
+                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     lines = []
     try:
         for line in p.stdout:  # blocks until the worker prints
@@ -226,8 +229,8 @@ def test_sigkilled_ppo_run_resumes_to_the_uninterrupted_result(tmp_path):
     steps = sorted(int(x) for x in os.listdir(d) if x.isdigit())
     assert steps == [1, 2], steps
 
-    r = subprocess.run(cmd[:-2] + ["--sleep", "0", "--resume"], cwd=REPO, env=_env(),
-                       capture_output=True, text=True, timeout=900)
+    r = subprocess.run(cmd[:-4] + ["--sleep", "0", "--resume"], cwd=REPO,
+                       env=_env(compile_cache_env), capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     got = r.stdout.split()
     assert got[:2] == ["start", "2"] and "chunk 0" not in r.stdout and "done" in got, r.stdout
