@@ -71,7 +71,8 @@ PPO_SETTINGS = (
     "default stabilizer on (log-ratio clamp, non-finite update skip; the opt-in ones, early "
     "stopping, reward normalization, rollback, quantile head, are off) and value clipping 0.2 (as"
     " PureJaxRL). rejax: separate actor/critic optimizers, element-wise gradient clipping (its "
-    "design), value clipping at clip_eps 0.2 (as ours). SB3: DummyVecEnv of 4, 1 torch thread, reduced budget for "
+    "design), value clipping at clip_eps 0.2 (as ours). SB3: DummyVecEnv of 4, 1 torch thread, "
+    "reduced budget for "
     "steps/s only."
 )
 
@@ -221,15 +222,17 @@ def aggregate(results: Sequence[dict[str, Any]]) -> dict[tuple[str, int, int], d
 
 
 def ratio_rows(agg: dict, ours_1: tuple, ours_n: tuple, rejax_1: tuple, rejax_n: tuple,
-               slow_peers: Sequence[tuple], targets: dict[str, float]) -> list[list[Any]]:
+               slow_peers: Sequence[tuple], targets: dict[str, float],
+               ours_g: tuple | None = None) -> list[list[Any]]:
     """Rows ``[comparison, ours steps/s, peer steps/s, ratio, best-of ratio, target, met]``.
 
     Steps/s are medians over repetitions; "best-of ratio" divides the best (highest) steps/s of
     each side, the least load-disturbed estimate on a shared machine; "met" uses the median
     ratio.
 
-    ``ours_1``/``rejax_1`` etc. are aggregate keys; ``slow_peers`` are keys of the reduced-budget
-    peers (SB3, SBX), compared with ``ours_1``. A target of None is informational. Missing or
+    ``ours_1``/``rejax_1`` etc. are aggregate keys; ``ours_g`` (optional) the N-seed jaxstab
+    run with its seeds in groups, compared with ``rejax_n``; ``slow_peers`` are keys of the
+    reduced-budget peers (SB3, SBX), compared with ``ours_1``. A target of None is informational. Missing or
     failed entries give a row with ``n/a``.
     """
     rows = []
@@ -248,6 +251,8 @@ def ratio_rows(agg: dict, ours_1: tuple, ours_n: tuple, rejax_1: tuple, rejax_n:
 
     row(f"vs rejax, {ours_1[2]} seed", ours_1, rejax_1, targets.get("rejax_1"))
     row(f"vs rejax, {ours_n[2]} seeds", ours_n, rejax_n, targets.get("rejax_n"))
+    if ours_g is not None:
+        row(f"{ours_g[0]} vs rejax, {ours_g[2]} seeds", ours_g, rejax_n, targets.get("rejax_n"))
     for k in slow_peers:
         row(f"vs {k[0]} (1 seed, {k[1]} steps)", ours_1, k, targets.get(k[0]))
     return rows
@@ -271,18 +276,33 @@ def learning_rows(agg: dict, pairs: Sequence[tuple[tuple, tuple]]) -> list[list[
             better = "yes" if diff > 0 else "NO"
             if abs(diff) < 2 * se:
                 better += f" (difference {diff:+.1f} within 2 standard errors, {2 * se:.1f})"
-        rows.append([f"{ours[1]} steps x {ours[2]} seeds", fmt(a), fmt(b), better])
+        label = f"{ours[1]} steps x {ours[2]} seeds"
+        if ours[0] != "jaxstab":  # e.g. "jaxstab, groups of 4"
+            label += f" ({ours[0]})"
+        rows.append([label, fmt(a), fmt(b), better])
     return rows
 
 
+def grouped_name(seeds_per_batch: int) -> str:
+    """Library name of jaxstab's runs with ``--seeds-per-batch`` (its runners report it)."""
+    return f"jaxstab, groups of {seeds_per_batch}"
+
+
 def plan(suite: str, quick: bool, repeats: int, *, repeats_n: int = 1,
-         sac_big_steps: int = 50_000) -> dict[str, Any]:
+         sac_big_steps: int = 50_000, seeds_per_batch: int = 0) -> dict[str, Any]:
     """Interleaved job list and the keys used in the ratio tables for one suite.
 
     ``repeats``: interleaved repetitions of the 1-seed (jaxstab, rejax) timing pair;
     ``repeats_n``: of the N-seed PPO pair; ``sac_big_steps``: the second SAC budget (8 seeds;
-    0 = only the first budget).
+    0 = only the first budget); ``seeds_per_batch`` > 0: every N-seed jaxstab job is followed
+    by the same job with its seeds run in groups of that size
+    (``jaxstab.training.loop.map_seeds``), compared with rejax in extra rows.
     """
+    def grouped(algo: str, steps: int, n: int) -> list[Job]:
+        if seeds_per_batch <= 0:
+            return []
+        return [Job("jaxstab", algo, steps, n, ("--seeds-per-batch", str(seeds_per_batch)))]
+
     if suite == "sac":
         steps, big, n, slow = ((2_000, 2_000, 2, 1_300) if quick
                                else (20_000, sac_big_steps or 20_000, 8, 3_000))
@@ -291,12 +311,16 @@ def plan(suite: str, quick: bool, repeats: int, *, repeats_n: int = 1,
         jobs += [Job("sb3", "sac", slow, 1), Job("sbx", "sac", slow, 1)]
         for _ in range(max(repeats - 1, 0)):
             jobs += one
-        jobs += [Job("jaxstab", "sac", steps, n), Job("rejax", "sac", steps, n)]
+        jobs += [Job("jaxstab", "sac", steps, n), *grouped("sac", steps, n),
+                 Job("rejax", "sac", steps, n)]
         if big != steps:
-            jobs += [Job("jaxstab", "sac", big, n), Job("rejax", "sac", big, n)]
+            jobs += [Job("jaxstab", "sac", big, n), *grouped("sac", big, n),
+                     Job("rejax", "sac", big, n)]
         learn = [(("jaxstab", steps, n), ("rejax", steps, n))]
         if big != steps:
             learn.append((("jaxstab", big, n), ("rejax", big, n)))
+        if seeds_per_batch > 0:
+            learn.append(((grouped_name(seeds_per_batch), steps, n), ("rejax", steps, n)))
         slow_keys = [("sb3", slow, 1), ("sbx", slow, 1)]
         targets = SAC_TARGETS
     elif suite == "ppo":
@@ -304,18 +328,23 @@ def plan(suite: str, quick: bool, repeats: int, *, repeats_n: int = 1,
         steps = steps // 512 * 512
         slow = slow // 512 * 512
         one = [Job("jaxstab", "ppo", steps, 1), Job("rejax", "ppo", steps, 1)]
-        many = [Job("jaxstab", "ppo", steps, n), Job("rejax", "ppo", steps, n)]
+        many = [Job("jaxstab", "ppo", steps, n), *grouped("ppo", steps, n),
+                Job("rejax", "ppo", steps, n)]
         jobs = list(one) + [Job("sb3", "ppo", slow, 1)]
         for _ in range(max(repeats - 1, 0)):
             jobs += one
         jobs += many * max(repeats_n, 1)
         learn = [(("jaxstab", steps, n), ("rejax", steps, n))]
+        if seeds_per_batch > 0:
+            learn.append(((grouped_name(seeds_per_batch), steps, n), ("rejax", steps, n)))
         slow_keys = [("sb3", slow, 1)]
         targets = PPO_TARGETS
     else:
         raise ValueError(f"suite must be 'sac' or 'ppo', got {suite!r}")
     return {"jobs": jobs, "ours_1": ("jaxstab", steps, 1), "ours_n": ("jaxstab", steps, n),
             "rejax_1": ("rejax", steps, 1), "rejax_n": ("rejax", steps, n),
+            "ours_g": ((grouped_name(seeds_per_batch), steps, n) if seeds_per_batch > 0
+                       else None),
             "slow": slow_keys, "learn": learn, "targets": targets}
 
 
@@ -345,7 +374,7 @@ def render(suite: str, quick: bool, p: dict[str, Any], results: list[dict[str, A
     agg = aggregate(results)
     rows = main_table_rows(agg)
     ratios = ratio_rows(agg, p["ours_1"], p["ours_n"], p["rejax_1"], p["rejax_n"], p["slow"],
-                        p["targets"])
+                        p["targets"], p.get("ours_g"))
     learning = learning_rows(agg, p["learn"])
     libs = ("jaxstab", "rejax", "sb3", "sbx")
     versions = {lib: next((a["versions"] for k, a in agg.items()
@@ -355,7 +384,9 @@ def render(suite: str, quick: bool, p: dict[str, Any], results: list[dict[str, A
     settings = SAC_SETTINGS if suite == "sac" else PPO_SETTINGS
     notes = "\n\n".join([
         f"Produced by `python benchmarks/bench_peers.py --suite {suite}"
-        f"{' --quick' if quick else ''}` (started {t_start}). Each library runs in its own "
+        f"{' --quick' if quick else ''}"
+        + (f" --{suite}-seeds-per-batch {p['ours_g'][0].split()[-1]}" if p.get("ours_g") else "")
+        + f"` (started {t_start}). Each library runs in its own "
         "process (peers in their own virtual environments, `benchmarks/peers/setup.sh`); jobs "
         "run interleaved (ours, peer, ours, peer, ...), one at a time. Every JAX process gets "
         f"the same XLA_FLAGS (`{os.environ.get('XLA_FLAGS', '')}`, set by `import jaxstab`).",
@@ -398,11 +429,12 @@ def render(suite: str, quick: bool, p: dict[str, Any], results: list[dict[str, A
 
 
 def run_suite(suite: str, quick: bool, peers_dir: str, repeats: int, timeout: float, *,
-              repeats_n: int = 1, sac_big_steps: int = 50_000) -> str:
+              repeats_n: int = 1, sac_big_steps: int = 50_000, seeds_per_batch: int = 0) -> str:
     """Run one suite's jobs interleaved, rewriting the result files after every job."""
     import benchmarks._common  # noqa: F401  (import jaxstab: its XLA_FLAGS reach the children)
 
-    p = plan(suite, quick, repeats, repeats_n=repeats_n, sac_big_steps=sac_big_steps)
+    p = plan(suite, quick, repeats, repeats_n=repeats_n, sac_big_steps=sac_big_steps,
+             seeds_per_batch=seeds_per_batch)
     for lib in sorted({j.lib for j in p["jobs"]}):
         peer_python(lib, peers_dir)  # fail early with the setup hint
     load0 = os.getloadavg()
@@ -436,6 +468,11 @@ def main(argv: list[str] | None = None) -> None:
                     help="interleaved repetitions of the N-seed PPO pair")
     ap.add_argument("--sac-big-steps", type=int, default=50_000,
                     help="second SAC budget at 8 seeds (0: only 20k)")
+    ap.add_argument("--sac-seeds-per-batch", type=int, default=0, metavar="B",
+                    help="also run jaxstab's 8-seed SAC jobs with the seeds in groups of B "
+                         "(map_seeds); 0: not")
+    ap.add_argument("--ppo-seeds-per-batch", type=int, default=0, metavar="B",
+                    help="same for the 16-seed PPO jobs")
     ap.add_argument("--timeout", type=float, default=3600.0, help="seconds per job")
     ap.add_argument("--rerender", metavar="JSON",
                     help="rebuild the tables of --suite from a results JSON written by this "
@@ -447,7 +484,9 @@ def main(argv: list[str] | None = None) -> None:
         with open(args.rerender) as fh:
             data = json.load(fh)
         p = plan(args.suite, args.quick, args.repeats, repeats_n=args.repeats_n,
-                 sac_big_steps=args.sac_big_steps)
+                 sac_big_steps=args.sac_big_steps,
+                 seeds_per_batch=(args.sac_seeds_per_batch if args.suite == "sac"
+                                  else args.ppo_seeds_per_batch))
         found = re.search(r"\(started ([^)]*)\)", data.get("notes", ""))
         t_start = data.get("t_start") or (found.group(1) if found else data["machine"]["date"])
         render(args.suite, args.quick, p, data["results"], data["load_start"], data["load_end"],
@@ -459,7 +498,9 @@ def main(argv: list[str] | None = None) -> None:
                          f"with `bash benchmarks/peers/setup.sh {args.peers_dir}`")
     for suite in (["sac", "ppo"] if args.suite == "all" else [args.suite]):
         run_suite(suite, args.quick, peers_dir, args.repeats, args.timeout,
-                  repeats_n=args.repeats_n, sac_big_steps=args.sac_big_steps)
+                  repeats_n=args.repeats_n, sac_big_steps=args.sac_big_steps,
+                  seeds_per_batch=(args.sac_seeds_per_batch if suite == "sac"
+                                   else args.ppo_seeds_per_batch))
 
 
 if __name__ == "__main__":

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import glob
 import io
-import json
 import os
 import shutil
 import subprocess
@@ -48,6 +47,9 @@ SUITES = ("quick", "full")
 ARGS: dict[str, dict[str, list[str] | None]] = {
     "bench_ppo": {"quick": ["--timesteps", "32768", "--seeds", "1", "2"], "full": []},
     "bench_projection": {"quick": ["--repeats", "3", "--sizes", "8", "30"], "full": []},
+    "bench_seed_batching": {"quick": ["--sac-steps", "2000", "--sac-seeds", "2", "--ppo-steps",
+                                      "16384", "--ppo-seeds", "2", "--batches", "1",
+                                      "--repeats", "1"], "full": []},
     "check_cpu_deadlock": {"quick": ["--trials", "1", "--steps", "20000", "--timeout", "120"],
                            "full": []},
     # peers need their own virtual environments (benchmarks/peers/setup.sh)

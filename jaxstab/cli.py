@@ -2,6 +2,7 @@
 
     jaxstab train [--algo sac|ppo] [--env portfolio|<gymnax name>] [--seeds N] [--steps N]
                   [--set key=value ...] [--out DIR] [--resume] [--no-progress] [--seed S]
+                  [--save-every CHUNKS] [--seeds-per-batch B]
     jaxstab eval RUN_DIR [--split validation|test] [--episodes N]
     jaxstab bench [--suite quick|full] [--only NAME ...] [--list]
     jaxstab keys [--algo sac|ppo] [--env NAME]       # valid --set keys
@@ -91,7 +92,8 @@ def _train(args: argparse.Namespace) -> int:
                                   "choose another --out")
     out = out or runs.default_run_dir(spec)
     summary = runs.train_run(spec, out, resume=args.resume, progress=not args.no_progress,
-                             save_every=args.save_every, argv=["jaxstab"] + list(args.argv))
+                             save_every=args.save_every, argv=["jaxstab"] + list(args.argv),
+                             seeds_per_batch=args.seeds_per_batch)
     fr = summary.get("final_return") or {}
     rk = summary.get("return_key")
     if fr and fr.get("mean") is not None:
@@ -205,6 +207,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="checkpoint every CHUNKS chunks (default: every chunk for SAC, "
                             "5 checkpoints per run for PPO)")
     train.add_argument("--seed", type=int, default=None, help="base PRNG seed (default 0)")
+    train.add_argument("--seeds-per-batch", type=int, default=None, metavar="B",
+                       help="run the seeds in groups of B (a loop inside the compiled program) "
+                            "instead of one vmap over all of them; can be faster on a CPU "
+                            "(PPO, 16 seeds in groups of 4: 1.2x on a 2-core machine; see "
+                            "benchmarks/results/bench_seed_batching_cpu.md)")
     train.set_defaults(func=_train)
 
     ev = sub.add_parser("eval", help="evaluate a trained run: metrics table and plots")
@@ -242,10 +249,10 @@ def main(argv: list[str] | None = None) -> int:
     args.argv = argv
     if getattr(args, "batch", 1) <= 0:
         parser.error(f"--batch must be a positive integer, got {args.batch}")
-    for name in ("seeds", "steps", "episodes", "save_every"):
+    for name in ("seeds", "steps", "episodes", "save_every", "seeds_per_batch"):
         v = getattr(args, name, None)
         if v is not None and v < 1:
-            parser.error(f"--{name} must be a positive integer, got {v}")
+            parser.error(f"--{name.replace('_', '-')} must be a positive integer, got {v}")
     from jaxstab.runs import UsageError
 
     try:

@@ -903,7 +903,7 @@ def _policy_template(spec: RunSpec, env: Any, env_params: Any) -> Any:
 
 def train_run(spec: RunSpec, run_dir: str, *, resume: bool = False, progress: bool = True,
               save_every: int | None = None, keep: int = 2, argv: Sequence[str] | None = None,
-              quiet: bool = False) -> dict:
+              quiet: bool = False, seeds_per_batch: int | None = None) -> dict:
     """Train ``spec`` into ``run_dir`` (config, metrics, checkpoints, policy, plots, summary).
 
     Args:
@@ -917,6 +917,8 @@ def train_run(spec: RunSpec, run_dir: str, *, resume: bool = False, progress: bo
       keep: checkpoints kept.
       argv: the command line recorded in config.json.
       quiet: print nothing but the progress line.
+      seeds_per_batch: run the seeds in groups of this size (``loop.run``'s option; None: one
+        vmap over all seeds). An execution choice, not part of the run: not stored.
 
     Returns:
       The summary dict (also written to ``summary.json``).
@@ -955,7 +957,8 @@ def train_run(spec: RunSpec, run_dir: str, *, resume: bool = False, progress: bo
               f"{runner.num_chunks} chunks -> {run_dir}", flush=True)
     t0 = time.perf_counter()
     kwargs = dict(checkpoint_dir=os.path.join(run_dir, "checkpoints"), save_every=save_every,
-                  keep=keep, resume=resume, progress=progress, on_chunk=writer)
+                  keep=keep, resume=resume, progress=progress, on_chunk=writer,
+                  seeds_per_batch=seeds_per_batch)
     try:
         carry, stacked = loop.run(runner, keys, hps, metadata={"run": spec.to_json()},
                                   **kwargs)
@@ -1147,7 +1150,6 @@ def _fmt_table(rows: Sequence[tuple[str, Mapping[str, Any]]], columns: Sequence[
 def _portfolio_evaluate(run_dir: str, spec: RunSpec, split: str, seed: int, quiet: bool
                         ) -> dict:
     import jax
-    import jax.numpy as jnp
 
     from jaxstab.envs import baselines as B
 

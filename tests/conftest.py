@@ -19,7 +19,7 @@ _MAX_WORKERS = 4
 
 
 def pytest_xdist_auto_num_workers(config):
-    """``-n auto``: one worker per usable core, at most 4 (each worker compiles its own programs)."""
+    """``-n auto``: one worker per usable core, at most 4 (each compiles its own programs)."""
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux

@@ -129,6 +129,28 @@ def test_plan_interleaves_ours_and_rejax():
         bp.plan("dqn", quick=True, repeats=1)
 
 
+
+def test_plan_with_seed_groups_adds_a_grouped_jaxstab_job_before_each_n_seed_rejax_job():
+    for suite, n in (("sac", 8), ("ppo", 16)):
+        p = bp.plan(suite, quick=False, repeats=1, repeats_n=2, sac_big_steps=0,
+                    seeds_per_batch=4)
+        many = [j for j in p["jobs"] if j.seeds == n and j.lib in ("jaxstab", "rejax")]
+        reps = 1 if suite == "sac" else 2
+        assert [(j.lib, j.extra) for j in many] == [
+            ("jaxstab", ()), ("jaxstab", ("--seeds-per-batch", "4")), ("rejax", ())] * reps
+        assert p["ours_g"] == ("jaxstab, groups of 4", many[0].steps, n)
+        assert (p["ours_g"], ("rejax", many[0].steps, n)) in p["learn"]
+        assert bp.plan(suite, quick=False, repeats=1)["ours_g"] is None
+    # the grouped row of the ratio table
+    agg = bp.aggregate([_fake("jaxstab, groups of 4", 1000, 4, 2.0, [-150.0] * 4),
+                        _fake("rejax", 1000, 4, 4.0, [-160.0] * 4)])
+    rows = bp.ratio_rows(agg, ("jaxstab", 1000, 1), ("jaxstab", 1000, 4), ("rejax", 1000, 1),
+                         ("rejax", 1000, 4), [], {"rejax_n": 1.5},
+                         ours_g=("jaxstab, groups of 4", 1000, 4))
+    g = {r[0]: r for r in rows}["jaxstab, groups of 4 vs rejax, 4 seeds"]
+    assert g[3] == "2.00x" and g[6] == "yes"
+
+
 def test_missing_peer_environment_names_setup_script(tmp_path):
     with pytest.raises(FileNotFoundError, match="setup.sh"):
         bp.peer_python("rejax", str(tmp_path))

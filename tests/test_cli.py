@@ -105,7 +105,8 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tiny_run, tmp_path):
     assert killed or proc.returncode == 0, "the run neither checkpointed nor finished"
     if killed:
         assert not os.path.exists(os.path.join(out, "summary.json"))
-    res = jaxstab("train", "--out", out, "--resume", "--no-progress")
+    # resumed with the seeds run one at a time (an execution choice, not part of the run)
+    res = jaxstab("train", "--out", out, "--resume", "--no-progress", "--seeds-per-batch", "1")
     assert res.returncode == 0, res.stderr[-3000:]
     got, ref = _metrics(out), _metrics(ref_dir)
     assert [r["chunk"] for r in got] == [r["chunk"] for r in ref]  # no gaps, no duplicates
@@ -165,6 +166,7 @@ def test_portfolio_train_and_eval_against_baselines(tmp_path):
     (["train", "--algo", "ppo", "--env", "CartPole-v1", "--set", "adv_norm=sometimes"],
      "adv_norm must be one of"),
     (["train", "--resume"], "--resume needs --out"),
+    (["train", "--seeds-per-batch", "0"], "--seeds-per-batch must be a positive integer"),
     (["eval", "/nonexistent/run"], "does not exist"),
 ])
 def test_bad_input_exits_2_with_a_message(args, needle):

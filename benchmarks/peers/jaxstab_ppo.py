@@ -8,10 +8,11 @@ non-finite update skip ``skip_nonfinite``; early stopping, reward normalization,
 quantile head are off by default). ``--steps`` is rounded down to whole updates of 512 steps
 (500k -> 976 updates = 499,712 steps), as PureJaxRL does.
 
-The timed program is ``jit(vmap(train then evaluate))`` over ``--seeds`` seeds; evaluation
-(``jaxstab.training.ppo.make_evaluate``: argmax action, ``--eval-episodes`` episodes run to the
-first termination or truncation, at most 500 steps) is inside it, as rejax's is. Prints ONE JSON
-line; ``final_returns[i]`` is seed i's mean evaluation return, ``train_returns[i]`` the mean
+The timed program is ``jit(vmap(train then evaluate))`` over ``--seeds`` seeds (with
+``--seeds-per-batch B``: ``jaxstab.training.loop.map_seeds``, groups of B seeds in a loop);
+evaluation (``jaxstab.training.ppo.make_evaluate``: argmax action, ``--eval-episodes`` episodes run
+to the first termination or truncation, at most 500 steps) is inside it, as rejax's is. Prints ONE
+JSON line; ``final_returns[i]`` is seed i's mean evaluation return, ``train_returns[i]`` the mean
 return of the training episodes completed in the last 10 updates.
 
 Usage: ``python benchmarks/peers/jaxstab_ppo.py --steps 500000 --seeds 16``.
@@ -33,11 +34,14 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from jaxstab.agents.ppo.ppo import PPOConfig, ppo_hparams  # noqa: E402
+from jaxstab.training.loop import map_seeds  # noqa: E402
 from jaxstab.training.ppo import make_evaluate, make_train  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = rc.parse_args(__doc__, argv, steps=500_000, seeds=16, repeats=True)
+    args = rc.parse_args(__doc__, argv, steps=500_000, seeds=16, repeats=True,
+                         extra_ints={"--seeds-per-batch": 0})
+    spb = args.seeds_per_batch or None  # 0: one vmap over all seeds
     rc.check_steps(args.steps, minimum=512, why="(one update)")
 
     env, env_params = gymnax.make("CartPole-v1")
@@ -56,7 +60,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     n = args.seeds
     compile_s, times, (ev, m) = rc.time_compiled(
-        jax.jit(jax.vmap(train_eval, in_axes=(0, None))),
+        jax.jit(map_seeds(train_eval, seeds_per_batch=spb, in_axes=(0, None))),
         lambda rep: (jax.random.split(jax.random.key(args.seed + rep), n), hp),
         repeats=args.repeats, block=jax.block_until_ready)
     steps = cfg.num_updates * cfg.num_envs * cfg.num_steps
@@ -64,7 +68,8 @@ def main(argv: list[str] | None = None) -> dict:
     k = np.asarray(m["episodes"])[:, -10:]
     train_ret = (r * k).sum(-1) / np.maximum(k.sum(-1), 1)
     return rc.emit_result(
-        peer="jaxstab", algo="ppo", env="CartPole-v1", steps=steps, seeds=n, hidden=args.hidden,
+        peer="jaxstab" if spb is None else f"jaxstab, groups of {spb}", algo="ppo",
+        env="CartPole-v1", steps=steps, seeds=n, hidden=args.hidden,
         times=times, compile_s=compile_s, parallel_seeds=True,
         final_returns=np.asarray(ev).mean(axis=1),
         eval=(f"argmax action, mean of {args.eval_episodes} episodes after training "
@@ -74,6 +79,7 @@ def main(argv: list[str] | None = None) -> dict:
                      "skip_nonfinite": cfg.skip_nonfinite,
                      "early_stopping": cfg.early_stopping, "reward_norm": cfg.reward_norm,
                      "rollback": cfg.rollback, "value_kind": cfg.value_kind},
+        seeds_per_batch=spb,
         versions=rc.versions("jax", "jaxlib", "flax", "optax", "gymnax"),
     )
 

@@ -1,8 +1,9 @@
 """jaxstab SAC on Pendulum-v1, the "ours" side of ``benchmarks/bench_peers.py``.
 
-Runs ``jax.jit(jax.vmap(jaxstab.training.sac.make_train(...)))`` over ``--seeds`` seeds with the
-settings shared with the peer runners (``--hidden`` x ``--hidden`` networks for actor and twin
-critics, batch 256, one gradient step per environment step, 1000 random warm-up steps, replay
+Runs ``jax.jit(jax.vmap(jaxstab.training.sac.make_train(...)))`` over ``--seeds`` seeds (with
+``--seeds-per-batch B``: ``jaxstab.training.loop.map_seeds``, groups of B seeds in a loop)
+with the settings shared with the peer runners (``--hidden`` x ``--hidden`` networks for actor and
+twin critics, batch 256, one gradient step per environment step, 1000 random warm-up steps, replay
 capacity = ``--steps``, lr 1e-3 for actor, critics and temperature, gamma 0.99, tau 0.005,
 target entropy -1) and prints ONE JSON line::
 
@@ -37,11 +38,14 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from jaxstab.agents.sac import SACConfig, default_hparams  # noqa: E402
+from jaxstab.training.loop import map_seeds  # noqa: E402
 from jaxstab.training.sac import make_train  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = rc.parse_args(__doc__, argv, steps=20_000, seeds=8, repeats=True)
+    args = rc.parse_args(__doc__, argv, steps=20_000, seeds=8, repeats=True,
+                         extra_ints={"--seeds-per-batch": 0})
+    spb = args.seeds_per_batch or None  # 0: one vmap over all seeds
     rc.check_steps(args.steps, minimum=2_000, multiple=10)
 
     env, env_params = gymnax.make("Pendulum-v1")
@@ -53,16 +57,18 @@ def main(argv: list[str] | None = None) -> dict:
     n = args.seeds
     hps = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (n,)), hp)
     compile_s, times, out = rc.time_compiled(
-        jax.jit(jax.vmap(make_train(cfg, env, env_params))),
+        jax.jit(map_seeds(make_train(cfg, env, env_params), seeds_per_batch=spb)),
         lambda rep: (jax.random.split(jax.random.key(args.seed + rep), n), hps),
         repeats=args.repeats, block=jax.block_until_ready)
     return rc.emit_result(
-        peer="jaxstab", algo="sac", env="Pendulum-v1", steps=args.steps, seeds=n,
+        peer="jaxstab" if spb is None else f"jaxstab, groups of {spb}", algo="sac",
+        env="Pendulum-v1", steps=args.steps, seeds=n,
         hidden=args.hidden, times=times, compile_s=compile_s, parallel_seeds=True,
         final_returns=np.asarray(out.eval_returns)[:, -1],
         eval=(f"deterministic (latent-mean) action, mean of {args.eval_episodes} episodes at "
               "the end of training (last of 10 in-training evaluations)"),
         skipped_updates=int(np.asarray(out.metrics["skipped_total"])[:, -1].sum()),
+        seeds_per_batch=spb,
         versions=rc.versions("jax", "jaxlib", "flax", "optax", "gymnax"),
     )
 

@@ -4,16 +4,17 @@ Submodules: :mod:`jaxstab.training.ppo` and :mod:`jaxstab.training.sac` (``make_
 ``make_runner``), :mod:`jaxstab.training.loop` (``Runner``, ``run``, ``finalize``: chunk-by-chunk
 training with progress, checkpoints and resume), :mod:`jaxstab.training.rollback`.
 
-For convenience ``jaxstab.training.run``, ``Runner``, ``finalize``, ``scan_chunks`` and
-``broadcast_hparams`` re-export :mod:`jaxstab.training.loop`'s; they are resolved lazily, so
-importing a light submodule (e.g. ``jaxstab.training.rollback``) does not import the agents.
+For convenience ``jaxstab.training.run``, ``Runner``, ``finalize``, ``scan_chunks``,
+``broadcast_hparams`` and ``map_seeds`` re-export :mod:`jaxstab.training.loop`'s; they are
+resolved lazily, so importing a light submodule (e.g. ``jaxstab.training.rollback``) does not
+import the agents.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-_LOOP_NAMES = ("Runner", "run", "finalize", "scan_chunks", "broadcast_hparams")
+_LOOP_NAMES = ("Runner", "run", "finalize", "scan_chunks", "broadcast_hparams", "map_seeds")
 
 __all__ = list(_LOOP_NAMES)
 

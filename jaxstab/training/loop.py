@@ -56,7 +56,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["Runner", "run", "finalize", "broadcast_hparams", "scan_chunks", "RUN_FILE"]
+__all__ = ["Runner", "run", "finalize", "broadcast_hparams", "scan_chunks", "map_seeds",
+           "RUN_FILE"]
 
 #: name of the run-description file written into a checkpoint directory.
 RUN_FILE = "jaxstab_run.json"
@@ -131,6 +132,92 @@ def broadcast_hparams(hparams: Any, num_seeds: int) -> Any:
         lambda x: jnp.broadcast_to(jnp.asarray(x), (num_seeds,) + jnp.shape(x)), hparams)
 
 
+def map_seeds(fn: Callable[..., Any], *, seeds_per_batch: int | None = None,
+              in_axes: int | None | tuple[int | None, ...] = 0) -> Callable[..., Any]:
+    """``jax.vmap(fn)`` over a leading seed axis, or the same result computed in batches of seeds.
+
+    ``seeds_per_batch=None`` is exactly ``jax.vmap(fn, in_axes=in_axes)``. An int ``b`` runs a
+    ``jax.lax.map`` (a sequential loop inside the compiled program) over groups of ``b`` seeds,
+    each group vmapped (also for ``b = 1``: a vmap of one seed); a last group of ``S mod b``
+    seeds is vmapped on its own. The output has the same structure and shapes as the vmap's.
+    Every seed computes the same mathematics, but XLA may round differently in a narrower batch
+    (tiling, fusion), and RL runs are chaotic: results drift apart from the all-seed vmap over
+    a long run. With ``b = 1`` each seed's result equals, bit for bit in our tests, a vmapped
+    run of that seed alone (``tests/training/test_sac_train.py``).
+
+    Why: on a CPU, the small networks of RL can run *slower per seed* when many seeds are
+    vmapped together (our guess, not verified: the batched activations outgrow the core
+    caches). Measured on a 2-core Intel Xeon (``benchmarks/results/bench_seed_batching_cpu.md``,
+    interleaved): PPO CartPole 16 seeds ran 1.20x faster in groups of 4 than all vmapped (1.05x
+    in groups of 1, 1.07x of 2); SAC Pendulum 8 seeds gained nothing that stands out of the
+    noise (groups of 1: 1.03x, of 2: 0.95x, of 4: 1.00x). The best group size depends on the
+    workload: measure before choosing. On a GPU keep ``None`` (one wide vmap fills the device).
+
+    Args:
+      fn: a function of one seed (``fn(key, hparams, ...)``), vmap-able.
+      seeds_per_batch: ``None`` (one vmap over all seeds) or an int >= 1.
+      in_axes: ``0`` or ``None`` per positional argument (as ``jax.vmap``; ``None`` =
+        broadcast to every seed); a single value applies to every argument.
+
+    Returns:
+      ``mapped(*args)`` with the seed axis leading on every output leaf.
+
+    Raises:
+      ValueError: for a ``seeds_per_batch`` that is not None or a positive int, or ``in_axes``
+        entries other than 0 / None (only with ``seeds_per_batch``), or mapped arguments whose
+        leading axes differ.
+
+    Example:
+      >>> train = ppo.make_train(cfg, env, env_params)
+      >>> out = jax.jit(map_seeds(train, seeds_per_batch=4, in_axes=(0, None)))(keys, hp)
+    """
+    if seeds_per_batch is None:
+        return jax.vmap(fn, in_axes=in_axes)
+    if isinstance(seeds_per_batch, bool) or not isinstance(seeds_per_batch, int) \
+            or seeds_per_batch < 1:
+        raise ValueError(f"seeds_per_batch must be None or an int >= 1, got {seeds_per_batch!r}")
+
+    def mapped(*args):
+        axes = tuple(in_axes) if isinstance(in_axes, (tuple, list)) else (in_axes,) * len(args)
+        if len(axes) != len(args):
+            raise ValueError(f"in_axes has {len(axes)} entries for {len(args)} arguments")
+        if any(a not in (0, None) for a in axes):
+            raise ValueError(f"in_axes entries must be 0 or None with seeds_per_batch, got "
+                             f"{in_axes!r}")
+        idx = [i for i, a in enumerate(axes) if a == 0]
+        if not idx:
+            raise ValueError("map_seeds needs at least one argument mapped over seeds (in_axes 0)")
+        sizes = {int(jnp.shape(x)[0]) for i in idx for x in jax.tree_util.tree_leaves(args[i])}
+        if len(sizes) != 1:
+            raise ValueError("mapped arguments have different leading (seed) sizes: "
+                             f"{sorted(sizes)}")
+
+        def one(xs):
+            full = list(args)
+            for i, x in zip(idx, xs):
+                full[i] = x
+            return fn(*full)
+
+        xs = tuple(args[i] for i in idx)
+        s = sizes.pop()
+        b = min(seeds_per_batch, s)
+        # groups of 1 are vmapped too: measured faster on CPU than the unbatched program (SAC
+        # Pendulum, 8 seeds x 6000 steps, 3 interleaved runs: 2157 vs 1937 steps/s). Explicit
+        # shapes, not lax.map's batch_size, whose reshape fails on zero-size leaves.
+        n = s // b
+        groups = jax.tree_util.tree_map(
+            lambda x: jnp.reshape(x[:n * b], (n, b) + tuple(x.shape[1:])), xs)
+        out = jax.lax.map(jax.vmap(one), groups)
+        out = jax.tree_util.tree_map(
+            lambda y: jnp.reshape(y, (n * b,) + tuple(y.shape[2:])), out)
+        if s % b:
+            rest = jax.vmap(one)(jax.tree_util.tree_map(lambda x: x[n * b:], xs))
+            out = jax.tree_util.tree_map(lambda y, z: jnp.concatenate([y, z]), out, rest)
+        return out
+
+    return mapped
+
+
 def _strong(tree: Any) -> Any:
     """``tree`` with weak types removed (PRNG keys untouched).
 
@@ -144,10 +231,11 @@ def _strong(tree: Any) -> Any:
 
 
 @functools.lru_cache(maxsize=64)
-def _compiled(runner: Runner):
-    """Jitted, seed-vmapped init / run_chunk / finalize of a runner (cached per runner)."""
+def _compiled(runner: Runner, seeds_per_batch: int | None = None):
+    """Jitted, seed-mapped init / run_chunk / finalize of a runner (cached per runner)."""
     init = jax.jit(jax.vmap(lambda k, h: _strong(runner.init(k, h))))
-    chunk = jax.jit(jax.vmap(runner.run_chunk, in_axes=(0, 0, None)))
+    chunk = jax.jit(map_seeds(runner.run_chunk, seeds_per_batch=seeds_per_batch,
+                              in_axes=(0, 0, None)))
     fin = jax.jit(jax.vmap(runner.finalize))
     return init, chunk, fin
 
@@ -371,6 +459,7 @@ def run(
     progress: bool | Callable[[int, Mapping[str, Any]], str] = True,
     on_chunk: Callable[[int, Any], None] | None = None,
     metadata: Mapping[str, Any] | None = None,
+    seeds_per_batch: int | None = None,
 ) -> tuple[Any, Any]:
     """Run ``runner`` for ``S`` seeds chunk by chunk: progress, callbacks, checkpoints, resume.
 
@@ -400,6 +489,9 @@ def run(
         outputs as host NumPy arrays ``[S, ...]`` (before the chunk's checkpoint is written).
       metadata: JSON-able description of the run (e.g. the config dataclass), stored in the
         checkpoint directory and compared on resume.
+      seeds_per_batch: ``None`` vmaps ``run_chunk`` over all seeds; an int runs the seeds in
+        groups of that size (:func:`map_seeds`; faster for small networks on a CPU). Not part
+        of the run's identity: a run may be resumed with another value.
 
     Returns:
       ``(carry, stacked_outputs)``: the final carry (device arrays ``[S, ...]``) and every
@@ -422,9 +514,13 @@ def run(
         raise TypeError(f"on_chunk must be callable or None, got {type(on_chunk)}")
     if not (isinstance(progress, bool) or callable(progress)):
         raise TypeError(f"progress must be a bool or a callable, got {type(progress)}")
-    s = _check_inputs(keys, hparams)
+    _check_inputs(keys, hparams)
     n = runner.num_chunks
-    init_fn, chunk_fn, _ = _compiled(runner)
+    if seeds_per_batch is not None and (isinstance(seeds_per_batch, bool)
+                                        or not isinstance(seeds_per_batch, int)
+                                        or seeds_per_batch < 1):
+        raise ValueError(f"seeds_per_batch must be None or an int >= 1, got {seeds_per_batch!r}")
+    init_fn, chunk_fn, _ = _compiled(runner, seeds_per_batch)
 
     carry_spec, chunk_spec = _specs(runner, _aval_key(keys), _aval_key(hparams))
     # full-size host buffer [S, num_chunks, ...] (constant checkpoint structure)

@@ -241,3 +241,81 @@ def test_sigkilled_ppo_run_resumes_to_the_uninterrupted_result(tmp_path, compile
         assert sorted(f.files) == sorted(ref)
         for name in ref:
             np.testing.assert_array_equal(f[name], ref[name], err_msg=name)
+
+
+# ----------------------------------------------------------------------------- map_seeds
+def _mlp_seed_fn(params, x, scale):
+    """One seed: a 2-layer tanh MLP applied to x, plus a per-seed scan (a loop in the body)."""
+    h = jnp.tanh(x @ params["w1"])
+    y = h @ params["w2"] * scale
+
+    def step(c, _):
+        return c * 0.5 + jnp.sum(y), c
+
+    last, trace = jax.lax.scan(step, jnp.zeros((), jnp.float32), None, length=4)
+    return {"y": y, "last": last, "trace": trace}
+
+
+@pytest.mark.parametrize("seeds_per_batch", [1, 2, 3, 5, 8])
+def test_map_seeds_equals_vmap_and_a_loop_of_single_seeds(seeds_per_batch):
+    s = 5  # 2 and 3 do not divide it: the remainder group is covered
+    k1, k2, k3 = jax.random.split(jax.random.key(1), 3)
+    params = {"w1": jax.random.normal(k1, (s, 6, 16)), "w2": jax.random.normal(k2, (s, 16, 3))}
+    x = jax.random.normal(k3, (7, 6))  # shared by every seed (in_axes None)
+    scale = jnp.arange(1, s + 1, dtype=jnp.float32)
+    ref = jax.jit(jax.vmap(_mlp_seed_fn, in_axes=(0, None, 0)))(params, x, scale)
+    got = jax.jit(loop.map_seeds(_mlp_seed_fn, seeds_per_batch=seeds_per_batch,
+                                 in_axes=(0, None, 0)))(params, x, scale)
+    assert jax.tree_util.tree_structure(got) == jax.tree_util.tree_structure(ref)
+    for k in ref:
+        assert got[k].shape == ref[k].shape and got[k].dtype == ref[k].dtype, k
+        np.testing.assert_allclose(np.asarray(got[k]), np.asarray(ref[k]), rtol=1e-5,
+                                   atol=1e-5, err_msg=k)
+    # and each seed equals the function applied to that seed alone
+    for i in range(s):
+        one = _mlp_seed_fn(jax.tree_util.tree_map(lambda a: a[i], params), x, scale[i])
+        np.testing.assert_allclose(np.asarray(got["y"][i]), np.asarray(one["y"]), rtol=1e-5,
+                                   atol=1e-5)
+    # None is exactly jax.vmap
+    same = jax.jit(loop.map_seeds(_mlp_seed_fn, in_axes=(0, None, 0)))(params, x, scale)
+    for k in ref:
+        np.testing.assert_array_equal(np.asarray(same[k]), np.asarray(ref[k]))
+
+
+def test_map_seeds_argument_errors():
+    f = lambda a, b: a + b  # noqa: E731
+    for bad in (0, -1, 1.5, True, "2"):
+        with pytest.raises(ValueError, match="seeds_per_batch"):
+            loop.map_seeds(f, seeds_per_batch=bad)
+    with pytest.raises(ValueError, match="in_axes entries must be 0 or None"):
+        loop.map_seeds(f, seeds_per_batch=1, in_axes=(0, 1))(jnp.ones(3), jnp.ones((2, 3)))
+    with pytest.raises(ValueError, match="2 entries for 3 arguments"):
+        loop.map_seeds(lambda a, b, c: a, seeds_per_batch=1, in_axes=(0, 0))(
+            jnp.ones(3), jnp.ones(3), jnp.ones(3))
+    with pytest.raises(ValueError, match="different leading"):
+        loop.map_seeds(f, seeds_per_batch=1)(jnp.ones(3), jnp.ones(4))
+    with pytest.raises(ValueError, match="at least one argument"):
+        loop.map_seeds(f, seeds_per_batch=1, in_axes=None)(jnp.ones(3), jnp.ones(3))
+    with pytest.raises(ValueError, match="seeds_per_batch"):
+        loop.run(_TOY, *_inputs(), progress=False, seeds_per_batch=0)
+
+
+def test_run_in_seed_batches_matches_vmapped_run_and_resumes_with_another_batching(tmp_path):
+    keys, hp = _inputs((0.5, 0.9, 0.7))
+    ref_carry, ref_out = loop.run(_TOY, keys, hp, progress=False)
+    carry, out = loop.run(_TOY, keys, hp, progress=False, seeds_per_batch=2)
+    np.testing.assert_allclose(np.asarray(out["x"]), np.asarray(ref_out["x"]), rtol=1e-6)
+    np.testing.assert_array_equal(np.asarray(out["chunk"]), np.asarray(ref_out["chunk"]))
+    np.testing.assert_allclose(np.asarray(carry["x"]), np.asarray(ref_carry["x"]), rtol=1e-6)
+    # a run checkpointed with seeds_per_batch=1 and stopped after 2 chunks resumes vmapped
+    d = tmp_path / "ck"
+
+    def stop(i, _):
+        if i == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        loop.run(_TOY, keys, hp, progress=False, checkpoint_dir=d, seeds_per_batch=1,
+                 on_chunk=stop)
+    _, resumed = loop.run(_TOY, keys, hp, progress=False, checkpoint_dir=d, resume=True)
+    np.testing.assert_allclose(np.asarray(resumed["x"]), np.asarray(ref_out["x"]), rtol=1e-6)

@@ -9,7 +9,7 @@ from flax import struct
 from gymnax.environments import environment, spaces
 
 from jaxstab.agents.sac import SACConfig, default_hparams
-from jaxstab.training.loop import Runner
+from jaxstab.training.loop import Runner, map_seeds
 from jaxstab.training.sac import make_runner, make_train
 
 
@@ -151,6 +151,15 @@ def test_vmap_over_seeds_and_hparams_matches_single_runs():
                                        atol=1e-4, err_msg=k)
     assert out_v.metrics["critic_loss"].shape == (2, 64)
     assert "critic_grad_norm" in out_v.metrics and "skipped_total" in out_v.metrics
+    # seeds in a loop (map_seeds, groups of 1) run exactly the program of one vmapped seed
+    out_m = jax.jit(map_seeds(train, seeds_per_batch=1))(keys, hps)
+    one_seed = jax.jit(jax.vmap(train))
+    for i in range(2):
+        hp_i = jax.tree_util.tree_map(lambda x: x[i:i + 1], hps)  # noqa: B023
+        out_i = one_seed(keys[i:i + 1], hp_i)
+        np.testing.assert_array_equal(out_m.eval_returns[i], out_i.eval_returns[0])
+        for k in ("critic_loss", "actor_loss", "alpha", "vs_weight"):
+            np.testing.assert_array_equal(out_m.metrics[k][i], out_i.metrics[k][0], err_msg=k)
 
 
 def test_make_train_validation():
