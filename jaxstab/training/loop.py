@@ -132,6 +132,13 @@ def broadcast_hparams(hparams: Any, num_seeds: int) -> Any:
         lambda x: jnp.broadcast_to(jnp.asarray(x), (num_seeds,) + jnp.shape(x)), hparams)
 
 
+def _check_seeds_per_batch(seeds_per_batch: Any) -> None:
+    if seeds_per_batch is not None and (isinstance(seeds_per_batch, bool)
+                                        or not isinstance(seeds_per_batch, int)
+                                        or seeds_per_batch < 1):
+        raise ValueError(f"seeds_per_batch must be None or an int >= 1, got {seeds_per_batch!r}")
+
+
 def map_seeds(fn: Callable[..., Any], *, seeds_per_batch: int | None = None,
               in_axes: int | None | tuple[int | None, ...] = 0) -> Callable[..., Any]:
     """``jax.vmap(fn)`` over a leading seed axis, or the same result computed in batches of seeds.
@@ -171,11 +178,9 @@ def map_seeds(fn: Callable[..., Any], *, seeds_per_batch: int | None = None,
       >>> train = ppo.make_train(cfg, env, env_params)
       >>> out = jax.jit(map_seeds(train, seeds_per_batch=4, in_axes=(0, None)))(keys, hp)
     """
+    _check_seeds_per_batch(seeds_per_batch)
     if seeds_per_batch is None:
         return jax.vmap(fn, in_axes=in_axes)
-    if isinstance(seeds_per_batch, bool) or not isinstance(seeds_per_batch, int) \
-            or seeds_per_batch < 1:
-        raise ValueError(f"seeds_per_batch must be None or an int >= 1, got {seeds_per_batch!r}")
 
     def mapped(*args):
         axes = tuple(in_axes) if isinstance(in_axes, (tuple, list)) else (in_axes,) * len(args)
@@ -516,10 +521,7 @@ def run(
         raise TypeError(f"progress must be a bool or a callable, got {type(progress)}")
     _check_inputs(keys, hparams)
     n = runner.num_chunks
-    if seeds_per_batch is not None and (isinstance(seeds_per_batch, bool)
-                                        or not isinstance(seeds_per_batch, int)
-                                        or seeds_per_batch < 1):
-        raise ValueError(f"seeds_per_batch must be None or an int >= 1, got {seeds_per_batch!r}")
+    _check_seeds_per_batch(seeds_per_batch)
     init_fn, chunk_fn, _ = _compiled(runner, seeds_per_batch)
 
     carry_spec, chunk_spec = _specs(runner, _aval_key(keys), _aval_key(hparams))
