@@ -232,8 +232,8 @@ def ratio_rows(agg: dict, ours_1: tuple, ours_n: tuple, rejax_1: tuple, rejax_n:
 
     ``ours_1``/``rejax_1`` etc. are aggregate keys; ``ours_g`` (optional) the N-seed jaxstab
     run with its seeds in groups, compared with ``rejax_n``; ``slow_peers`` are keys of the
-    reduced-budget peers (SB3, SBX), compared with ``ours_1``. A target of None is informational. Missing or
-    failed entries give a row with ``n/a``.
+    reduced-budget peers (SB3, SBX), compared with ``ours_1``. A target of None is
+    informational. Missing or failed entries give a row with ``n/a``.
     """
     rows = []
 

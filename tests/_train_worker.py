@@ -3,10 +3,10 @@
 Trains a tiny PPO on CartPole-v1 for two seeds through :func:`jaxstab.training.loop.run`
 with a checkpoint after every chunk. After each chunk it prints ``chunk <i>`` (flushed) and
 sleeps ``--sleep`` seconds (only after chunk ``--pause-at`` when that is given), so a test can
-SIGKILL it mid-run. With ``--resume`` it continues
-from the newest complete checkpoint and first prints ``start <chunks already done>``. At the
-end it writes every leaf of the final carry and of the stacked outputs to ``--out`` (.npz,
-written under a temporary name and renamed) and prints ``done``.
+SIGKILL it mid-run. With ``--resume`` it continues from the newest complete checkpoint and
+first prints ``start <chunks already done>``. At the end it writes every leaf of the final
+carry and of the stacked outputs to ``--out`` (.npz, written under a temporary name and
+renamed) and prints ``done``.
 
 Usage: python tests/_train_worker.py --dir D --out F.npz [--sleep 1.0] [--pause-at I] [--resume]
 """
