@@ -37,6 +37,7 @@ __all__ = [
     "reward_normalizer_init",
     "reward_normalizer_normalize",
     "reward_normalizer_update",
+    "reward_normalizer_update_rollout",
     "running_stats_init",
     "running_stats_mean",
     "running_stats_merge",
@@ -480,6 +481,96 @@ def reward_normalizer_update(state: RewardNormalizerState, reward: Array, done: 
     in_warmup = state.step < jnp.asarray(warmup_steps).astype(jnp.int32)
     normalized = jnp.where(in_warmup | ~jnp.isfinite(reward), reward, normalized)
     new_state = new_state._replace(returns=jnp.where(done, jnp.zeros_like(returns), returns))
+    return normalized, new_state
+
+
+def reward_normalizer_update_rollout(state: RewardNormalizerState, rewards: Array, dones: Array,
+                                     *, gamma, clip=10.0, eps=1e-8,
+                                     warmup_steps=0) -> tuple[Array, RewardNormalizerState]:
+    """``T`` steps of :func:`reward_normalizer_update` at once, in log depth instead of a loop.
+
+    The same mathematics as scanning :func:`reward_normalizer_update` over the rows of
+    ``rewards``/``dones`` (the step-``t`` reward is normalized with the statistics of every
+    return up to and including step ``t``), computed with two parallel prefix scans
+    (``jax.lax.associative_scan``): the return accumulator ``R_t = a_t R_{t-1} + r_t`` (an affine
+    recurrence, ``a_t = gamma`` or 0 after an episode end) and the running statistics (Chan's
+    merge, :func:`running_stats_merge`, is associative). Results agree with the sequential
+    updates to rounding (the operations are grouped differently; ``tests/test_normalization.py``
+    compares them in float64 and float32). Use it when the rewards of a whole rollout are known
+    before they are needed, e.g. after collecting a PPO rollout: on a CPU it replaces ``T``
+    sequential steps of ~15 tiny operations each.
+
+    Args:
+      state: :class:`RewardNormalizerState`.
+      rewards: ``[T, num_envs]`` float rewards, step by step.
+      dones: ``[T, num_envs]`` bool episode-end flags.
+      gamma, clip, eps, warmup_steps: as :func:`reward_normalizer_update` (``warmup_steps``
+        counts single steps, so a warm-up may end inside the rollout).
+
+    Returns:
+      ``(normalized [T, num_envs], new_state)``.
+
+    Raises:
+      ValueError: shape mismatch or out-of-range concrete hyperparameters.
+    """
+    _check_reward_hparams(gamma, clip, eps)
+    c_w = _concrete(warmup_steps)
+    if c_w is not None and (c_w.shape != () or c_w < 0):
+        raise ValueError(f"warmup_steps must be a scalar >= 0, got {warmup_steps!r}.")
+    dtype = state.returns.dtype
+    num_envs = state.returns.shape[0]
+    rewards = jnp.asarray(rewards)
+    dones = jnp.asarray(dones)
+    if rewards.ndim != 2 or rewards.shape[1] != num_envs or rewards.shape[0] < 1:
+        raise ValueError(f"rewards must have shape (T, {num_envs}) with T >= 1, got "
+                         f"{rewards.shape}.")
+    if dones.shape != rewards.shape:
+        raise ValueError(f"dones must have the shape of rewards {rewards.shape}, got "
+                         f"{dones.shape}.")
+    if not (jnp.issubdtype(rewards.dtype, jnp.floating)
+            or jnp.issubdtype(rewards.dtype, jnp.integer)):
+        raise TypeError(f"rewards must be numeric, got dtype {rewards.dtype}.")
+    t_len = rewards.shape[0]
+    rewards = rewards.astype(dtype)
+    dones = dones.astype(jnp.bool_)
+    g = jnp.asarray(gamma).astype(dtype)
+    finite = jnp.isfinite(rewards)
+    r = jnp.where(finite, rewards, jnp.zeros_like(rewards))
+
+    # R_t = a_t R_{t-1} + r_t with a_0 = gamma (state.returns is already reset) and
+    # a_t = gamma * (1 - done_{t-1}): compose the affine maps x -> a x + b in a prefix scan.
+    keep = jnp.concatenate([jnp.ones((1, num_envs), jnp.bool_), ~dones[:-1]], axis=0)
+    a = jnp.where(keep, g, jnp.zeros_like(r))
+
+    def affine(first, second):  # apply first, then second
+        a1, b1 = first
+        a2, b2 = second
+        return a1 * a2, b1 * a2 + b2
+
+    a_cum, b_cum = jax.lax.associative_scan(affine, (a, r))
+    returns = a_cum * state.returns[None, :] + b_cum  # [T, N]
+
+    # Running statistics after each step: the state merged with the prefix merge of the
+    # per-step batch statistics (every step adds num_envs samples).
+    b_mean = jnp.mean(returns, axis=1)
+    dev = returns - b_mean[:, None]
+    batch = RunningStats(count=jnp.full((t_len,), num_envs, dtype), mean=b_mean,
+                         m2=jnp.sum(dev * dev, axis=1))
+    prefix = jax.lax.associative_scan(running_stats_merge, batch)
+    s0 = state.ret_stats
+    stats = running_stats_merge(
+        RunningStats(*(jnp.broadcast_to(x, (t_len,)) for x in s0)), prefix)
+
+    scale = jnp.sqrt(running_stats_var(stats) + jnp.asarray(eps).astype(dtype))  # [T]
+    c = jnp.asarray(clip).astype(dtype)
+    normalized = jnp.clip(rewards / scale[:, None], -c, c)
+    step = state.step + jnp.arange(t_len, dtype=jnp.int32)
+    in_warmup = step < jnp.asarray(warmup_steps).astype(jnp.int32)
+    normalized = jnp.where(in_warmup[:, None] | ~finite, rewards, normalized)
+    last = RunningStats(*(x[-1] for x in stats))
+    new_state = RewardNormalizerState(
+        returns=jnp.where(dones[-1], jnp.zeros_like(returns[-1]), returns[-1]),
+        ret_stats=last, step=state.step + jnp.asarray(t_len, jnp.int32))
     return normalized, new_state
 
 

@@ -14,6 +14,7 @@ from jaxstab.normalization import (
     reward_normalizer_init,
     reward_normalizer_normalize,
     reward_normalizer_update,
+    reward_normalizer_update_rollout,
     running_stats_init,
     running_stats_mean,
     running_stats_merge,
@@ -254,6 +255,54 @@ def test_reward_normalizer_matches_vecnormalize_float32():
     state, out = _run_jax(rewards, dones, jnp.float32, gamma=0.95, clip=5.0, eps=1e-8)
     assert out.dtype == jnp.float32 and state.returns.dtype == jnp.float32
     np.testing.assert_allclose(np.asarray(out), expected, rtol=2e-4, atol=2e-5)
+
+
+@pytest.mark.parametrize("dtype,rtol", [("float64", 1e-12), ("float32", 2e-5)])
+def test_rollout_update_equals_step_by_step_updates_and_vecnormalize(dtype, rtol):
+    """reward_normalizer_update_rollout over rollouts of 37 steps == the per-step update
+    (and the NumPy VecNormalize reference), with episode ends, NaN/Inf rewards and a warm-up
+    that ends inside a rollout."""
+    with jax.enable_x64(dtype == "float64"):
+        dt = jnp.dtype(dtype)
+        rewards, dones = _reward_sequence(3, 3 * 37, 4)
+        rewards[5, 1], rewards[40, 2] = np.nan, -np.inf
+        kw = dict(gamma=0.99, clip=0.05, eps=1e-8, warmup_steps=50)
+        state_seq, out_seq = _run_jax(rewards, dones, dt, **kw)
+        state = reward_normalizer_init(4, dt)
+        outs = []
+        roll = jax.jit(lambda s, r, d: reward_normalizer_update_rollout(s, r, d, **kw))
+        for k in range(3):  # three rollouts: the state is carried between them
+            sl = slice(37 * k, 37 * (k + 1))
+            out, state = roll(state, jnp.asarray(rewards[sl], dt), jnp.asarray(dones[sl]))
+            outs.append(np.asarray(out))
+        out = np.concatenate(outs)
+        assert out.dtype == dt and int(state.step) == 3 * 37
+        seq = np.asarray(out_seq)
+        np.testing.assert_array_equal(np.isfinite(out), np.isfinite(seq))
+        np.testing.assert_array_equal(out[:50][np.isfinite(out[:50])],
+                                      rewards[:50][np.isfinite(rewards[:50])].astype(dt))
+        fin = np.isfinite(seq)
+        np.testing.assert_allclose(out[fin], seq[fin], rtol=rtol, atol=rtol)
+        assert np.any(np.abs(out[50:][fin[50:]]) == np.asarray(0.05, dt))  # clip hit
+        for a, b in zip(jax.tree_util.tree_leaves(state), jax.tree_util.tree_leaves(state_seq)):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=rtol, atol=rtol)
+        # the VecNormalize reference (finite rewards only past the warm-up)
+        ref = NumpyVecNormalizeReward(4, gamma=0.99, clip=0.05, eps=1e-8)
+        clean = np.where(np.isfinite(rewards), rewards, 0.0)
+        expected = np.stack([ref.step(r, d) for r, d in zip(clean, dones)])
+        ok = fin.copy()
+        ok[:50] = False
+        np.testing.assert_allclose(out[ok], expected[ok], rtol=100 * rtol, atol=100 * rtol)
+
+
+def test_rollout_update_rejects_bad_shapes():
+    s = reward_normalizer_init(3)
+    with pytest.raises(ValueError, match="rewards must have shape"):
+        reward_normalizer_update_rollout(s, jnp.ones((4, 2)), jnp.zeros((4, 2), bool), gamma=0.9)
+    with pytest.raises(ValueError, match="dones must have the shape"):
+        reward_normalizer_update_rollout(s, jnp.ones((4, 3)), jnp.zeros((4,), bool), gamma=0.9)
+    with pytest.raises(ValueError, match="gamma"):
+        reward_normalizer_update_rollout(s, jnp.ones((4, 3)), jnp.zeros((4, 3), bool), gamma=2.0)
 
 
 def test_reward_normalizer_nonfinite_reward_does_not_poison_statistics(x64):

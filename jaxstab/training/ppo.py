@@ -23,9 +23,12 @@ reported per update as the mean over the episodes completed in that rollout
 (``metrics["episode_return"]``, with ``metrics["episodes"]`` the count; 0 when none completed),
 the PureJaxRL measure. :func:`make_evaluate` gives a deterministic evaluation instead.
 
-Reward normalization (``cfg.reward_norm``): :func:`jaxstab.normalization.reward_normalizer_update`
-per environment (SB3 VecNormalize semantics, reset on ``terminated | truncated``); GAE and the
-value targets use the normalized rewards, the reported returns the raw ones.
+Reward normalization (``cfg.reward_norm``): SB3 VecNormalize semantics per environment (reset on
+``terminated | truncated``), applied to each rollout after it is collected with
+:func:`jaxstab.normalization.reward_normalizer_update_rollout` (the same as
+``reward_normalizer_update`` step by step, to rounding, in a parallel prefix scan; the rewards do
+not influence the actions, so nothing in the rollout depends on them); GAE and the value targets
+use the normalized rewards, the reported returns the raw ones.
 
 Rollback (``cfg.rollback``, :mod:`jaxstab.training.rollback`): the parameters produced by
 update ``k`` are judged after they collected rollout ``k + 1``, with update ``k``'s total loss,
@@ -364,12 +367,6 @@ def make_runner(
             done = term | trunc
             final_obs = flat_obs(info["final_observation"]) if "final_observation" in info \
                 else flat_obs(nobs)
-            rn_state = rs.reward_norm
-            if cfg.reward_norm:
-                train_reward, rn_state = RN.reward_normalizer_update(
-                    rn_state, reward, done, gamma=hp.gamma, clip=hp.reward_clip)
-            else:
-                train_reward = reward
             ep_ret = rs.ep_return + reward
             ep_len = rs.ep_length + 1
             done_f = done.astype(jnp.float32)
@@ -379,12 +376,12 @@ def make_runner(
             # fields nothing reads are not stored (None): the behaviour policy's parameters only
             # serve the exact KL, the normalized reward only reward normalization
             keep_pout = cfg.kl_estimator == "exact"
-            tr = Transition(rs.obs, action, logp, vout, reward,
-                            train_reward if cfg.reward_norm else None, term, trunc, final_obs,
+            # (normalized rewards are computed after the rollout, all steps at once)
+            tr = Transition(rs.obs, action, logp, vout, reward, None, term, trunc, final_obs,
                             pout.loc if keep_pout else None, pout.log_std if keep_pout else None)
             rs = rs._replace(env_state=env_state, obs=flat_obs(nobs),
                              ep_return=jnp.where(done, 0.0, ep_ret),
-                             ep_length=jnp.where(done, 0, ep_len), reward_norm=rn_state)
+                             ep_length=jnp.where(done, 0, ep_len))
             return (rs, stats), tr
 
         def update_step(rs: RunnerState, _):
@@ -397,6 +394,14 @@ def make_runner(
             noise = sampling_noise(kind, k_act, (cfg.num_steps, n_env), nets.action_dim)
             (rs, stats), traj = jax.lax.scan(env_step, (rs, stats0), (env_keys, noise))
             # traj leaves: [T, N, ...]
+            if cfg.reward_norm:
+                # the normalizer's T sequential steps in one parallel prefix scan (same
+                # mathematics as reward_normalizer_update step by step, to rounding)
+                norm_reward, rn_state = RN.reward_normalizer_update_rollout(
+                    rs.reward_norm, traj.reward, traj.terminated | traj.truncated,
+                    gamma=hp.gamma, clip=hp.reward_clip)
+                traj = traj._replace(train_reward=norm_reward)
+                rs = rs._replace(reward_norm=rn_state)
             values = value_from_head(cfg.value_kind, traj.value_out)
             _, next_vout = nets.apply(rs.ppo.params, traj.final_obs)
             next_values = value_from_head(cfg.value_kind, next_vout)
