@@ -382,6 +382,12 @@ def _check_reward_hparams(gamma, clip, eps) -> None:
             raise ValueError(f"{name} must be in {lo_s}{lo}, {hi}], got {v!r}.")
 
 
+def _check_warmup(warmup_steps) -> None:
+    c_w = _concrete(warmup_steps)
+    if c_w is not None and (c_w.shape != () or c_w < 0):
+        raise ValueError(f"warmup_steps must be a scalar >= 0, got {warmup_steps!r}.")
+
+
 def reward_normalizer_normalize(state: RewardNormalizerState, reward: Array, *, clip=10.0,
                                 eps=1e-8) -> Array:
     """Normalize rewards with the current statistics, without updating anything (evaluation).
@@ -452,9 +458,7 @@ def reward_normalizer_update(state: RewardNormalizerState, reward: Array, done: 
       ((2,), [1.0, 0.0])
     """
     _check_reward_hparams(gamma, clip, eps)
-    c_w = _concrete(warmup_steps)
-    if c_w is not None and (c_w.shape != () or c_w < 0):
-        raise ValueError(f"warmup_steps must be a scalar >= 0, got {warmup_steps!r}.")
+    _check_warmup(warmup_steps)
     dtype = state.returns.dtype
     num_envs = state.returns.shape[0]
     reward = jnp.asarray(reward)
@@ -514,9 +518,7 @@ def reward_normalizer_update_rollout(state: RewardNormalizerState, rewards: Arra
       ValueError: shape mismatch or out-of-range concrete hyperparameters.
     """
     _check_reward_hparams(gamma, clip, eps)
-    c_w = _concrete(warmup_steps)
-    if c_w is not None and (c_w.shape != () or c_w < 0):
-        raise ValueError(f"warmup_steps must be a scalar >= 0, got {warmup_steps!r}.")
+    _check_warmup(warmup_steps)
     dtype = state.returns.dtype
     num_envs = state.returns.shape[0]
     rewards = jnp.asarray(rewards)

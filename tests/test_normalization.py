@@ -303,6 +303,11 @@ def test_rollout_update_rejects_bad_shapes():
         reward_normalizer_update_rollout(s, jnp.ones((4, 3)), jnp.zeros((4,), bool), gamma=0.9)
     with pytest.raises(ValueError, match="gamma"):
         reward_normalizer_update_rollout(s, jnp.ones((4, 3)), jnp.zeros((4, 3), bool), gamma=2.0)
+    with pytest.raises(ValueError, match="warmup_steps"):
+        reward_normalizer_update_rollout(s, jnp.ones((4, 3)), jnp.zeros((4, 3), bool), gamma=0.9,
+                                         warmup_steps=-1)
+    with pytest.raises(ValueError, match="warmup_steps"):
+        reward_normalizer_update(s, jnp.ones(3), jnp.zeros(3, bool), gamma=0.9, warmup_steps=-1)
 
 
 def test_reward_normalizer_nonfinite_reward_does_not_poison_statistics(x64):
