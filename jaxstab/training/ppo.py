@@ -374,9 +374,8 @@ def make_runner(
                      "len_sum": stats["len_sum"] + jnp.sum(ep_len.astype(jnp.float32) * done_f),
                      "count": stats["count"] + jnp.sum(done_f)}
             # fields nothing reads are not stored (None): the behaviour policy's parameters only
-            # serve the exact KL, the normalized reward only reward normalization
+            # serve the exact KL; the normalized reward is filled in after the rollout
             keep_pout = cfg.kl_estimator == "exact"
-            # (normalized rewards are computed after the rollout, all steps at once)
             tr = Transition(rs.obs, action, logp, vout, reward, None, term, trunc, final_obs,
                             pout.loc if keep_pout else None, pout.log_std if keep_pout else None)
             rs = rs._replace(env_state=env_state, obs=flat_obs(nobs),
