@@ -196,9 +196,9 @@ def rate(res: dict[str, Any]) -> float:
 
 def aggregate(results: Sequence[dict[str, Any]]) -> dict[tuple[str, int, int], dict[str, Any]]:
     """Group results by (library, steps, seeds): median rate / run / compile time over the
-    repetitions, and the final returns of every repetition pooled (repetitions reuse the same
-    seeds' keys only in jaxstab's and rejax's runners with ``--seed`` fixed, so the pooled list
-    is what was measured, duplicates included)."""
+    repetitions, and the final returns and (when the runners report ``eval_curve``) the
+    evaluation curves of every repetition pooled (one entry per seed and repetition; the
+    repetitions of :func:`plan` run with distinct ``--seed`` values, so they are distinct runs)."""
     groups: dict[tuple[str, int, int], list[dict[str, Any]]] = {}
     for r in results:
         groups.setdefault((r["peer"], int(r["steps"]), int(r["seeds"])), []).append(r)
@@ -213,8 +213,12 @@ def aggregate(results: Sequence[dict[str, Any]]) -> dict[tuple[str, int, int], d
             agg["run_s"] = float(np.median([r["run_s"] for r in ok]))
             cs = [r["compile_s"] for r in ok if r.get("compile_s") is not None]
             agg["compile_s"] = float(np.median(cs)) if cs else None
-            agg["returns"] = summarize(ok[-1]["final_returns"])
-            agg["final_returns"] = ok[-1]["final_returns"]
+            agg["final_returns"] = [x for r in ok for x in r["final_returns"]]
+            agg["returns"] = summarize(agg["final_returns"])
+            curves = [r for r in ok if r.get("eval_curve")]
+            if curves:
+                agg["eval_curve"] = [c for r in curves for c in r["eval_curve"]]
+                agg["eval_steps"] = curves[-1]["eval_steps"]
             agg["eval"] = ok[-1].get("eval", "")
             agg["versions"] = ok[-1].get("versions", {})
         out[key] = agg
@@ -283,6 +287,77 @@ def learning_rows(agg: dict, pairs: Sequence[tuple[tuple, tuple]]) -> list[list[
     return rows
 
 
+def _two_se(a: np.ndarray, b: np.ndarray) -> float:
+    """Two standard errors of ``mean(a) - mean(b)`` (sample standard deviations)."""
+    return float(2 * np.sqrt(np.var(a, ddof=1) / len(a) + np.var(b, ddof=1) / len(b)))
+
+
+def curve_rows(agg: dict, ours: tuple, peer: tuple) -> tuple[list[list[Any]], str] | None:
+    """Learning curves of an equal-budget pair, evaluation by evaluation.
+
+    Rows ``[env steps, ours mean +- std, peer mean +- std, difference]`` at every evaluation
+    both sides report at the same step, then a row "area under the curve" (per run: the mean of
+    its evaluations; then mean +- std over runs). Verdict: "yes" when ours' area is higher by
+    more than two standard errors of the difference, "NO" when lower by more, else "tie"
+    (difference within two standard errors). None when a side has no ``eval_curve``.
+
+    Returns:
+      ``(rows, verdict)`` or None.
+    """
+    a, b = agg.get(ours, {}), agg.get(peer, {})
+    if not a.get("eval_curve") or not b.get("eval_curve"):
+        return None
+    ca, cb = np.asarray(a["eval_curve"], np.float64), np.asarray(b["eval_curve"], np.float64)
+    common = [s for s in a["eval_steps"] if s in b["eval_steps"]]
+    ia = [a["eval_steps"].index(s) for s in common]
+    ib = [b["eval_steps"].index(s) for s in common]
+    if not common or len(ca) < 2 or len(cb) < 2:
+        return None
+    ca, cb = ca[:, ia], cb[:, ib]
+
+    def cell(x: np.ndarray) -> str:
+        return f"{x.mean():.1f} +- {x.std(ddof=1):.1f}"
+
+    rows = [[s, cell(ca[:, j]), cell(cb[:, j]), f"{ca[:, j].mean() - cb[:, j].mean():+.1f}"]
+            for j, s in enumerate(common)]
+    auc_a, auc_b = ca.mean(1), cb.mean(1)
+    diff, two_se = auc_a.mean() - auc_b.mean(), _two_se(auc_a, auc_b)
+    rows.append(["area under the curve (mean of the evaluations)", cell(auc_a), cell(auc_b),
+                 f"{diff:+.1f} (2 standard errors: {two_se:.1f})"])
+    verdict = "tie" if abs(diff) <= two_se else ("yes" if diff > 0 else "NO")
+    return rows, verdict
+
+
+def curve_figure(agg: dict, pairs: Sequence[tuple[tuple, tuple]], path: str) -> str | None:
+    """PNG of the evaluation curves (mean line, min-max band) of every library in ``pairs``."""
+    keys = [k for pair in pairs for k in pair if agg.get(k, {}).get("eval_curve")]
+    keys = list(dict.fromkeys(keys))
+    if not keys:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.8))
+    for k in keys:
+        c = np.asarray(agg[k]["eval_curve"], np.float64)
+        x = np.asarray(agg[k]["eval_steps"])
+        (line,) = ax.plot(x, c.mean(0), lw=2, marker="o", ms=3,
+                          label=f"{k[0]}, {k[1]} steps ({len(c)} runs)")
+        ax.fill_between(x, c.min(0), c.max(0), color=line.get_color(), alpha=0.15)
+    ax.set_xlabel("environment steps")
+    ax.set_ylabel("deterministic evaluation return")
+    ax.set_title("Evaluation curves: mean over runs, band = min..max")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def grouped_name(seeds_per_batch: int) -> str:
     """Library name of jaxstab's runs with ``--seeds-per-batch`` (its runners report it)."""
     return f"jaxstab, groups of {seeds_per_batch}"
@@ -293,29 +368,39 @@ def plan(suite: str, quick: bool, repeats: int, *, repeats_n: int = 1,
     """Interleaved job list and the keys used in the ratio tables for one suite.
 
     ``repeats``: interleaved repetitions of the 1-seed (jaxstab, rejax) timing pair;
-    ``repeats_n``: of the N-seed PPO pair; ``sac_big_steps``: the second SAC budget (8 seeds;
+    ``repeats_n``: of each N-seed pair; ``sac_big_steps``: the second SAC budget (8 seeds;
     0 = only the first budget); ``seeds_per_batch`` > 0: every N-seed jaxstab job is followed
     by the same job with its seeds run in groups of that size
     (``jaxstab.training.loop.map_seeds``), compared with rejax in extra rows.
+
+    Repetition r of a pair runs with ``--seed 1000 * r`` on both sides (same seeds for ours and
+    the peer, distinct runs across repetitions), so the returns of all repetitions are pooled.
     """
-    def grouped(algo: str, steps: int, n: int) -> list[Job]:
+    def seed(r: int) -> tuple[str, ...]:
+        return ("--seed", str(1000 * r)) if r else ()
+
+    def grouped(algo: str, steps: int, n: int, r: int) -> list[Job]:
         if seeds_per_batch <= 0:
             return []
-        return [Job("jaxstab", algo, steps, n, ("--seeds-per-batch", str(seeds_per_batch)))]
+        return [Job("jaxstab", algo, steps, n, ("--seeds-per-batch", str(seeds_per_batch))
+                    + seed(r))]
+
+    def pair(algo: str, steps: int, n: int, r: int) -> list[Job]:
+        return [Job("jaxstab", algo, steps, n, seed(r)), *grouped(algo, steps, n, r),
+                Job("rejax", algo, steps, n, seed(r))]
 
     if suite == "sac":
         steps, big, n, slow = ((2_000, 2_000, 2, 1_300) if quick
                                else (20_000, sac_big_steps or 20_000, 8, 3_000))
-        one = [Job("jaxstab", "sac", steps, 1), Job("rejax", "sac", steps, 1)]
-        jobs = list(one)
-        jobs += [Job("sb3", "sac", slow, 1), Job("sbx", "sac", slow, 1)]
-        for _ in range(max(repeats - 1, 0)):
-            jobs += one
-        jobs += [Job("jaxstab", "sac", steps, n), *grouped("sac", steps, n),
-                 Job("rejax", "sac", steps, n)]
+        jobs = [Job("jaxstab", "sac", steps, 1), Job("rejax", "sac", steps, 1),
+                Job("sb3", "sac", slow, 1), Job("sbx", "sac", slow, 1)]
+        for r in range(1, max(repeats, 1)):
+            jobs += [Job("jaxstab", "sac", steps, 1, seed(r)), Job("rejax", "sac", steps, 1, seed(r))]
+        for r in range(max(repeats_n, 1)):
+            jobs += pair("sac", steps, n, r)
         if big != steps:
-            jobs += [Job("jaxstab", "sac", big, n), *grouped("sac", big, n),
-                     Job("rejax", "sac", big, n)]
+            for r in range(max(repeats_n, 1)):
+                jobs += pair("sac", big, n, r)
         learn = [(("jaxstab", steps, n), ("rejax", steps, n))]
         if big != steps:
             learn.append((("jaxstab", big, n), ("rejax", big, n)))
@@ -327,13 +412,12 @@ def plan(suite: str, quick: bool, repeats: int, *, repeats_n: int = 1,
         steps, n, slow = (20_480, 2, 2_048) if quick else (500_000, 16, 30_000)
         steps = steps // 512 * 512
         slow = slow // 512 * 512
-        one = [Job("jaxstab", "ppo", steps, 1), Job("rejax", "ppo", steps, 1)]
-        many = [Job("jaxstab", "ppo", steps, n), *grouped("ppo", steps, n),
-                Job("rejax", "ppo", steps, n)]
-        jobs = list(one) + [Job("sb3", "ppo", slow, 1)]
-        for _ in range(max(repeats - 1, 0)):
-            jobs += one
-        jobs += many * max(repeats_n, 1)
+        jobs = [Job("jaxstab", "ppo", steps, 1), Job("rejax", "ppo", steps, 1),
+                Job("sb3", "ppo", slow, 1)]
+        for r in range(1, max(repeats, 1)):
+            jobs += [Job("jaxstab", "ppo", steps, 1, seed(r)), Job("rejax", "ppo", steps, 1, seed(r))]
+        for r in range(max(repeats_n, 1)):
+            jobs += pair("ppo", steps, n, r)
         learn = [(("jaxstab", steps, n), ("rejax", steps, n))]
         if seeds_per_batch > 0:
             learn.append(((grouped_name(seeds_per_batch), steps, n), ("rejax", steps, n)))
@@ -376,6 +460,14 @@ def render(suite: str, quick: bool, p: dict[str, Any], results: list[dict[str, A
     ratios = ratio_rows(agg, p["ours_1"], p["ours_n"], p["rejax_1"], p["rejax_n"], p["slow"],
                         p["targets"], p.get("ours_g"))
     learning = learning_rows(agg, p["learn"])
+    curves = []
+    for ours, peer in p["learn"]:
+        got = curve_rows(agg, ours, peer)
+        if got is not None:
+            curves.append((ours, peer, *got))
+    name = f"bench_peers_{suite}" + ("_quick" if quick else "")
+    figure = curve_figure(agg, p["learn"], os.path.join(ROOT, "benchmarks", "results", "figures",
+                                                        f"{name}_curves.png"))
     libs = ("jaxstab", "rejax", "sb3", "sbx")
     versions = {lib: next((a["versions"] for k, a in agg.items()
                            if k[0] == lib and "versions" in a), None) for lib in libs}
@@ -409,11 +501,17 @@ def render(suite: str, quick: bool, p: dict[str, Any], results: list[dict[str, A
                           "met (medians)"], ratios),
         "Learning at equal budget (final return over seeds, mean +- std (min .. max)):\n\n"
         + markdown_table(["budget", "jaxstab", "rejax", "jaxstab better"], learning),
+        *[(f"Learning curves, {o[1]} steps x {o[2]} seeds ({o[0]} vs {q[0]}; every "
+           f"evaluation of every run, mean +- sample std over {len(agg[o]['eval_curve'])} vs "
+           f"{len(agg[q]['eval_curve'])} runs). {o[0]} learns faster (area under the curve "
+           f"higher by more than 2 standard errors): **{verdict}**.\n\n")
+          + markdown_table(["env steps", o[0], q[0], "difference"], rows)
+          for o, q, rows, verdict in curves],
+        *([f"Figure: `benchmarks/results/figures/{os.path.basename(figure)}`."] if figure else []),
         "Versions: " + "; ".join(f"{k}: " + ", ".join(f"{n} {v}" for n, v in (vs or {}).items()
                                                          if v)
                                  for k, vs in versions.items() if vs) + ".",
     ])
-    name = f"bench_peers_{suite}" + ("_quick" if quick else "")
     title = {"sac": "SAC on Pendulum-v1: jaxstab vs rejax, SBX, SB3",
              "ppo": "PPO on CartPole-v1: jaxstab vs rejax, SB3"}[suite]
     cols = ["library", "env steps", "seeds", "compile s", "run s", "env steps/s (all seeds)",
@@ -423,6 +521,8 @@ def render(suite: str, quick: bool, p: dict[str, Any], results: list[dict[str, A
                  "file is rewritten after every job).\n\n") + notes
     return write_results(name, title, cols, rows, notes,
                          extra={"results": results, "ratios": ratios, "learning": learning,
+                                "curves": [{"ours": list(o), "peer": list(q), "rows": rows,
+                                            "verdict": v} for o, q, rows, v in curves],
                                 "load_start": list(load0), "load_end": list(load1),
                                 "suite": suite, "quick": quick, "t_start": t_start,
                                 "jobs_done": done, "jobs_planned": len(p["jobs"])})
@@ -465,7 +565,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--repeats", type=int, default=2,
                     help="interleaved repetitions of the 1-seed timing pairs")
     ap.add_argument("--repeats-n", type=int, default=1,
-                    help="interleaved repetitions of the N-seed PPO pair")
+                    help="interleaved repetitions of each N-seed pair (distinct seeds)")
     ap.add_argument("--sac-big-steps", type=int, default=50_000,
                     help="second SAC budget at 8 seeds (0: only 20k)")
     ap.add_argument("--sac-seeds-per-batch", type=int, default=0, metavar="B",

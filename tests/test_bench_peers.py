@@ -135,9 +135,12 @@ def test_plan_with_seed_groups_adds_a_grouped_jaxstab_job_before_each_n_seed_rej
         p = bp.plan(suite, quick=False, repeats=1, repeats_n=2, sac_big_steps=0,
                     seeds_per_batch=4)
         many = [j for j in p["jobs"] if j.seeds == n and j.lib in ("jaxstab", "rejax")]
-        reps = 1 if suite == "sac" else 2
+        # repetition r runs both sides with --seed 1000 * r (distinct runs, same seeds per pair)
         assert [(j.lib, j.extra) for j in many] == [
-            ("jaxstab", ()), ("jaxstab", ("--seeds-per-batch", "4")), ("rejax", ())] * reps
+            ("jaxstab", ()), ("jaxstab", ("--seeds-per-batch", "4")), ("rejax", ()),
+            ("jaxstab", ("--seed", "1000")),
+            ("jaxstab", ("--seeds-per-batch", "4", "--seed", "1000")),
+            ("rejax", ("--seed", "1000"))]
         assert p["ours_g"] == ("jaxstab, groups of 4", many[0].steps, n)
         assert (p["ours_g"], ("rejax", many[0].steps, n)) in p["learn"]
         assert bp.plan(suite, quick=False, repeats=1)["ours_g"] is None
@@ -149,6 +152,59 @@ def test_plan_with_seed_groups_adds_a_grouped_jaxstab_job_before_each_n_seed_rej
                          ours_g=("jaxstab, groups of 4", 1000, 4))
     g = {r[0]: r for r in rows}["jaxstab, groups of 4 vs rejax, 4 seeds"]
     assert g[3] == "2.00x" and g[6] == "yes"
+
+
+def test_one_seed_repetitions_use_distinct_seeds_and_returns_are_pooled():
+    p = bp.plan("sac", quick=False, repeats=3, sac_big_steps=0)
+    ones = [j for j in p["jobs"] if j.seeds == 1 and j.lib in ("jaxstab", "rejax")]
+    assert [j.extra for j in ones] == [(), (), ("--seed", "1000"), ("--seed", "1000"),
+                                       ("--seed", "2000"), ("--seed", "2000")]
+    agg = bp.aggregate([_fake("jaxstab", 1000, 2, 1.0, [-100.0, -200.0]),
+                        _fake("jaxstab", 1000, 2, 1.0, [-300.0, -400.0])])
+    a = agg[("jaxstab", 1000, 2)]
+    assert a["final_returns"] == [-100.0, -200.0, -300.0, -400.0]
+    assert a["returns"]["mean"] == pytest.approx(-250.0)
+
+
+def _with_curve(res, curve, steps):
+    return {**res, "eval_curve": curve, "eval_steps": steps}
+
+
+def test_curve_rows_compare_every_evaluation_and_the_area_under_the_curve(tmp_path):
+    rng = np.random.default_rng(0)
+    ours = rng.normal([-900.0, -400.0, -200.0], 30.0, size=(6, 3))
+    peer = rng.normal([-1200.0, -900.0, -250.0], 30.0, size=(6, 3))
+    agg = bp.aggregate([
+        _with_curve(_fake("jaxstab", 300, 3, 1.0, list(ours[:3, -1])), ours[:3].tolist(),
+                    [100, 200, 300]),
+        _with_curve(_fake("jaxstab", 300, 3, 1.0, list(ours[3:, -1])), ours[3:].tolist(),
+                    [100, 200, 300]),
+        # the peer also evaluated at step 50; only common steps are compared
+        _with_curve(_fake("rejax", 300, 6, 1.0, list(peer[:, -1])),
+                    np.c_[np.zeros(6), peer].tolist(), [50, 100, 200, 300]),
+    ])
+    agg[("rejax", 300, 3)] = agg.pop(("rejax", 300, 6))
+    rows, verdict = bp.curve_rows(agg, ("jaxstab", 300, 3), ("rejax", 300, 3))
+    assert [r[0] for r in rows[:-1]] == [100, 200, 300]
+    for j, r in enumerate(rows[:-1]):
+        assert r[1] == f"{ours[:, j].mean():.1f} +- {ours[:, j].std(ddof=1):.1f}"
+        assert r[3] == f"{ours[:, j].mean() - peer[:, j].mean():+.1f}"
+    diff = ours.mean(1).mean() - peer.mean(1).mean()
+    two_se = 2 * np.sqrt(ours.mean(1).var(ddof=1) / 6 + peer.mean(1).var(ddof=1) / 6)
+    assert rows[-1][3] == f"{diff:+.1f} (2 standard errors: {two_se:.1f})"
+    assert verdict == "yes"
+    # swapped sides: significantly worse
+    assert bp.curve_rows(agg, ("rejax", 300, 3), ("jaxstab", 300, 3))[1] == "NO"
+    # equal curves: a tie; missing curves: None
+    agg2 = bp.aggregate([_with_curve(_fake("jaxstab", 300, 3, 1.0, [0.0] * 3),
+                                     ours[:3].tolist(), [100, 200, 300]),
+                         _with_curve(_fake("rejax", 300, 3, 1.0, [0.0] * 3),
+                                     ours[:3].tolist(), [100, 200, 300])])
+    assert bp.curve_rows(agg2, ("jaxstab", 300, 3), ("rejax", 300, 3))[1] == "tie"
+    assert bp.curve_rows(agg, ("jaxstab", 300, 3), ("sb3", 300, 1)) is None
+    png = bp.curve_figure(agg, [(("jaxstab", 300, 3), ("rejax", 300, 3))],
+                          str(tmp_path / "fig" / "c.png"))
+    assert png and os.path.getsize(png) > 1000
 
 
 def test_missing_peer_environment_names_setup_script(tmp_path):

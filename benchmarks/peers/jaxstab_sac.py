@@ -15,7 +15,8 @@ target entropy -1) and prints ONE JSON line::
 ``steps_per_s = seeds * steps / run_s``. ``final_returns[i]`` is seed i's last in-training
 evaluation: the mean undiscounted return of ``--eval-episodes`` episodes with the deterministic
 (latent-mean) action, taken at the end of training; evaluations run every ``steps // 10``
-steps inside the timed program, like rejax's.
+steps inside the timed program, like rejax's; ``eval_curve[i]`` lists all of seed i's
+evaluations (after ``eval_steps`` environment steps).
 
 Run from the repository root with the project's interpreter:
 ``python benchmarks/peers/jaxstab_sac.py --steps 20000 --seeds 8``.
@@ -67,6 +68,8 @@ def main(argv: list[str] | None = None) -> dict:
         final_returns=np.asarray(out.eval_returns)[:, -1],
         eval=(f"deterministic (latent-mean) action, mean of {args.eval_episodes} episodes at "
               "the end of training (last of 10 in-training evaluations)"),
+        eval_curve=np.asarray(out.eval_returns).tolist(),
+        eval_steps=np.asarray(out.eval_steps)[0].tolist(),
         skipped_updates=int(np.asarray(out.metrics["skipped_total"])[:, -1].sum()),
         seeds_per_batch=spb,
         versions=rc.versions("jax", "jaxlib", "flax", "optax", "gymnax"),

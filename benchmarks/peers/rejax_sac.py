@@ -14,7 +14,8 @@ Evaluation: rejax's own callback samples STOCHASTIC actions on 128 episodes; we 
 (``algo.replace(eval_callback=...)``) by a deterministic one like jaxstab's: action
 ``loc + scale * tanh(mean)``, mean undiscounted return of ``--eval-episodes`` episodes, every
 ``steps // 10`` steps inside the timed program. ``final_returns[i]`` is the last evaluation of
-seed i.
+seed i, ``eval_curve[i]`` all of seed i's evaluations (after ``eval_steps`` environment
+steps: rejax evaluates after every ``eval_freq`` steps, warm-up included).
 
 Prints ONE JSON line (see ``benchmarks/bench_peers.py`` for the schema).
 Usage: ``.venv-peers/rejax/bin/python benchmarks/peers/rejax_sac.py --steps 20000 --seeds 8``.
@@ -30,6 +31,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _runner_common as rc  # noqa: E402
 
 import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
 from rejax import SAC  # noqa: E402
 
 
@@ -58,6 +60,8 @@ def main(argv=None):
         final_returns=ev[:, -1],  # ev: [seeds, num_evals]
         eval=(f"deterministic action loc + scale * tanh(mean), mean of {args.eval_episodes} "
               "episodes at the end of training (last of 10 in-training evaluations)"),
+        eval_curve=np.asarray(ev, np.float64).tolist(),
+        eval_steps=[(i + 1) * (args.steps // 10) for i in range(ev.shape[1])],
         versions=rc.versions("rejax", "jax", "jaxlib", "flax", "optax", "gymnax"),
     )
 
