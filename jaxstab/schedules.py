@@ -92,12 +92,39 @@ def _finalize(fn: Schedule, dtype, end_step: int | None = None, end_value: float
     return schedule
 
 
-def _cosine(init: float, end: float, decay_steps: int) -> Schedule:
-    # optax.cosine_decay_schedule's alpha is a *fraction* of init_value (final = alpha * init),
-    # and cannot express init == 0. Decay the difference to 0 and add the end value instead:
-    #   end + (init - end) * 0.5 * (1 + cos(pi * min(t, T) / T)).
-    base = optax.cosine_decay_schedule(init_value=init - end, decay_steps=decay_steps, alpha=0.0)
-    return lambda count: base(count) + end
+def _blend(weights: Callable[[jax.Array], tuple[jax.Array, jax.Array]], init, end,
+           decay_steps: int) -> Schedule:
+    """``w_init(p) * init + w_end(p) * end`` with ``p = min(t, T) / T``.
+
+    Written as a weighted sum of the two endpoints rather than optax's ``end + (init - end) *
+    f(p)``: the difference form cancels when the endpoints differ by many orders of magnitude
+    (a schedule rising from 1e-30 to 1e30 returned 0.0 at step 0); the weighted sum returns
+    ``init`` exactly at step 0 and stays within float rounding of the exact value, relative to
+    the value itself. ``T - min(t, T)`` is formed in integers so ``1 - p`` has no cancellation
+    either. (The end value from step ``T`` on is pinned by :func:`_finalize`.)
+    """
+
+    def schedule(count):
+        c = jnp.clip(jnp.asarray(count), 0, decay_steps)
+        p_end = c / decay_steps
+        p_init = (decay_steps - c) / decay_steps
+        w_init, w_end = weights(p_init, p_end)
+        # exact at step 0 (XLA may divide by T as a multiplication by a rounded 1 / T)
+        return jnp.where(c == 0, init, w_init * init + w_end * end)
+
+    return schedule
+
+
+def _linear(init, end, decay_steps: int) -> Schedule:
+    # init + (end - init) * p, as (1 - p) * init + p * end
+    return _blend(lambda q, p: (q, p), init, end, decay_steps)
+
+
+def _cosine(init, end, decay_steps: int) -> Schedule:
+    # end + (init - end) * 0.5 * (1 + cos(pi p)), as cos^2(pi p / 2) * init + sin^2(pi p / 2) * end
+    # (optax.cosine_decay_schedule's alpha is a fraction of init_value and cannot express init 0)
+    return _blend(lambda q, p: (jnp.sin(0.5 * jnp.pi * q) ** 2, jnp.sin(0.5 * jnp.pi * p) ** 2),
+                  init, end, decay_steps)
 
 
 def _exponential_to(init, end, decay_steps: int) -> Schedule:
@@ -128,7 +155,12 @@ def entropy_schedule(kind: str, init_value: float, end_value: float, decay_steps
 
     and exactly ``end_value`` for ``t >= T``. Note that ``optax.cosine_decay_schedule``'s
     ``alpha`` is a fraction of the initial value; here ``end_value`` is the final value itself.
-    Increasing schedules (``end > init``) work as well.
+    Increasing schedules (``end > init``) work as well. Linear and cosine are evaluated as
+    weighted sums of the endpoints (``(1 - p) * init + p * end`` and
+    ``cos^2(pi p / 2) * init + sin^2(pi p / 2) * end``), not optax's difference form, so they
+    return ``init`` exactly at step 0 and keep float32 accuracy relative to the value even
+    when the endpoints differ by many orders of magnitude (the difference form returned 0.0 at
+    step 0 for a schedule rising from 1e-30 to 1e30).
 
     Args:
       kind: ``"linear"``, ``"cosine"`` or ``"exponential"``.
@@ -158,7 +190,7 @@ def entropy_schedule(kind: str, init_value: float, end_value: float, decay_steps
     init = _real_or_traced(init_value, "init_value", positive=positive)
     end = _real_or_traced(end_value, "end_value", positive=positive)
     if kind == "linear":
-        fn = optax.linear_schedule(init_value=init, end_value=end, transition_steps=t)
+        fn = _linear(init, end, t)
     elif kind == "cosine":
         fn = _cosine(init, end, t)
     else:

@@ -81,6 +81,27 @@ def test_entropy_schedules_monotone_increasing_and_jit(kind):
     assert s(3).dtype == jnp.float32 and s(3).shape == ()
 
 
+@pytest.mark.parametrize("kind", ["linear", "cosine"])
+@pytest.mark.parametrize("init,end", [(1e-30, 1e30), (1e30, 1e-30), (1e-8, 1.0), (1.0, 1e-8),
+                                      (0.0, 0.01), (0.01, 0.0), (0.3, 0.3)])
+def test_entropy_schedule_relative_accuracy_across_magnitudes(kind, init, end):
+    """Against a float64 reference, relative to the value: exact init at step 0 (the difference
+    form ``end + (init - end) * f(p)`` returned 0.0 at step 0 for 1e-30 -> 1e30), and within a
+    few float32 ulps of the value at every step, however far apart the endpoints are."""
+    T = 1000
+    s = jax.jit(entropy_schedule(kind, init, end, T))
+    ts = np.array([0, 1, 2, 10, 333, 500, 998, 999, 1000, 1001])
+    got = np.array([float(s(jnp.asarray(t))) for t in ts])
+    p = np.minimum(ts, T) / T
+    w_end = p if kind == "linear" else 0.5 * (1 - np.cos(np.pi * p))
+    want = (1 - w_end) * np.float64(init) + w_end * np.float64(end)
+    assert got[0] == np.float32(init) and got[-2] == np.float32(end)
+    # relative to the value itself (both weights are >= 0: no cancellation)
+    np.testing.assert_allclose(got, want, rtol=5e-6, atol=1e-45)
+    if init == end:  # constant up to rounding of the two weights' sum
+        np.testing.assert_allclose(got, np.float32(init), rtol=3e-7)
+
+
 def test_entropy_schedule_dtype_float64(x64):
     s = entropy_schedule("exponential", 0.01, 0.001, 10, dtype=jnp.float64)
     assert s(3).dtype == jnp.float64
