@@ -227,7 +227,8 @@ def aggregate(results: Sequence[dict[str, Any]]) -> dict[tuple[str, int, int], d
 
 def ratio_rows(agg: dict, ours_1: tuple, ours_n: tuple, rejax_1: tuple, rejax_n: tuple,
                slow_peers: Sequence[tuple], targets: dict[str, float],
-               ours_g: tuple | None = None) -> list[list[Any]]:
+               ours_g: tuple | None = None,
+               extra_pairs: Sequence[tuple[tuple, tuple]] = ()) -> list[list[Any]]:
     """Rows ``[comparison, ours steps/s, peer steps/s, ratio, best-of ratio, target, met]``.
 
     Steps/s are medians over repetitions; "best-of ratio" divides the best (highest) steps/s of
@@ -235,9 +236,11 @@ def ratio_rows(agg: dict, ours_1: tuple, ours_n: tuple, rejax_1: tuple, rejax_n:
     ratio.
 
     ``ours_1``/``rejax_1`` etc. are aggregate keys; ``ours_g`` (optional) the N-seed jaxstab
-    run with its seeds in groups, compared with ``rejax_n``; ``slow_peers`` are keys of the
-    reduced-budget peers (SB3, SBX), compared with ``ours_1``. A target of None is
-    informational. Missing or failed entries give a row with ``n/a``.
+    run with its seeds in groups, compared with ``rejax_n``; ``extra_pairs`` more N-seed
+    ``(ours, peer)`` pairs (e.g. both sides on several CPU devices), each held to the N-seed
+    target; ``slow_peers`` are keys of the reduced-budget peers (SB3, SBX), compared with
+    ``ours_1``. A target of None is informational. Missing or failed entries give a row with
+    ``n/a``.
     """
     rows = []
 
@@ -257,6 +260,8 @@ def ratio_rows(agg: dict, ours_1: tuple, ours_n: tuple, rejax_1: tuple, rejax_n:
     row(f"vs rejax, {ours_n[2]} seeds", ours_n, rejax_n, targets.get("rejax_n"))
     if ours_g is not None:
         row(f"{ours_g[0]} vs rejax, {ours_g[2]} seeds", ours_g, rejax_n, targets.get("rejax_n"))
+    for a, b in extra_pairs:
+        row(f"{a[0]} vs {b[0]}, {a[2]} seeds", a, b, targets.get("rejax_n"))
     for k in slow_peers:
         row(f"vs {k[0]} (1 seed, {k[1]} steps)", ours_1, k, targets.get(k[0]))
     return rows
@@ -281,8 +286,8 @@ def learning_rows(agg: dict, pairs: Sequence[tuple[tuple, tuple]]) -> list[list[
             if abs(diff) < 2 * se:
                 better += f" (difference {diff:+.1f} within 2 standard errors, {2 * se:.1f})"
         label = f"{ours[1]} steps x {ours[2]} seeds"
-        if ours[0] != "jaxstab":  # e.g. "jaxstab, groups of 4"
-            label += f" ({ours[0]})"
+        if ours[0] != "jaxstab" or peer[0] != "rejax":  # e.g. "jaxstab, groups of 4"
+            label += f" ({ours[0]}" + (f" vs {peer[0]})" if peer[0] != "rejax" else ")")
         rows.append([label, fmt(a), fmt(b), better])
     return rows
 
@@ -364,14 +369,18 @@ def grouped_name(seeds_per_batch: int) -> str:
 
 
 def plan(suite: str, quick: bool, repeats: int, *, repeats_n: int = 1,
-         sac_big_steps: int = 50_000, seeds_per_batch: int = 0) -> dict[str, Any]:
+         sac_big_steps: int = 50_000, seeds_per_batch: int = 0,
+         cpu_devices: int = 0) -> dict[str, Any]:
     """Interleaved job list and the keys used in the ratio tables for one suite.
 
     ``repeats``: interleaved repetitions of the 1-seed (jaxstab, rejax) timing pair;
     ``repeats_n``: of each N-seed pair; ``sac_big_steps``: the second SAC budget (8 seeds;
     0 = only the first budget); ``seeds_per_batch`` > 0: every N-seed jaxstab job is followed
     by the same job with its seeds run in groups of that size
-    (``jaxstab.training.loop.map_seeds``), compared with rejax in extra rows.
+    (``jaxstab.training.loop.map_seeds``), compared with rejax in extra rows; ``cpu_devices``
+    > 0: every N-seed pair is followed by the same pair with the seeds split over that many
+    CPU devices (ours: ``jaxstab.distributed.sweep``; rejax: the same ``shard_map`` written in
+    its runner), compared with rejax both ways (one device, and the same devices).
 
     Repetition r of a pair runs with ``--seed 1000 * r`` on both sides (same seeds for ours and
     the peer, distinct runs across repetitions), so the returns of all repetitions are pooled.
@@ -386,8 +395,12 @@ def plan(suite: str, quick: bool, repeats: int, *, repeats_n: int = 1,
                     + seed(r))]
 
     def pair(algo: str, steps: int, n: int, r: int) -> list[Job]:
-        return [Job("jaxstab", algo, steps, n, seed(r)), *grouped(algo, steps, n, r),
+        jobs = [Job("jaxstab", algo, steps, n, seed(r)), *grouped(algo, steps, n, r),
                 Job("rejax", algo, steps, n, seed(r))]
+        if cpu_devices > 0:
+            dev = ("--cpu-devices", str(cpu_devices)) + seed(r)
+            jobs += [Job("jaxstab", algo, steps, n, dev), Job("rejax", algo, steps, n, dev)]
+        return jobs
 
     if suite == "sac":
         steps, big, n, slow = ((2_000, 2_000, 2, 1_300) if quick
@@ -425,11 +438,17 @@ def plan(suite: str, quick: bool, repeats: int, *, repeats_n: int = 1,
         targets = PPO_TARGETS
     else:
         raise ValueError(f"suite must be 'sac' or 'ppo', got {suite!r}")
+    extra = []
+    if cpu_devices > 0:
+        ours_d = (f"jaxstab, {cpu_devices} CPU devices", steps, n)
+        extra = [(ours_d, ("rejax", steps, n)),
+                 (ours_d, (f"rejax, {cpu_devices} CPU devices", steps, n))]
     return {"jobs": jobs, "ours_1": ("jaxstab", steps, 1), "ours_n": ("jaxstab", steps, n),
             "rejax_1": ("rejax", steps, 1), "rejax_n": ("rejax", steps, n),
             "ours_g": ((grouped_name(seeds_per_batch), steps, n) if seeds_per_batch > 0
                        else None),
-            "slow": slow_keys, "learn": learn, "targets": targets}
+            "extra_pairs": extra, "slow": slow_keys, "learn": learn + extra[1:],
+            "targets": targets}
 
 
 def main_table_rows(agg: dict) -> list[list[Any]]:
@@ -458,7 +477,7 @@ def render(suite: str, quick: bool, p: dict[str, Any], results: list[dict[str, A
     agg = aggregate(results)
     rows = main_table_rows(agg)
     ratios = ratio_rows(agg, p["ours_1"], p["ours_n"], p["rejax_1"], p["rejax_n"], p["slow"],
-                        p["targets"], p.get("ours_g"))
+                        p["targets"], p.get("ours_g"), p.get("extra_pairs", ()))
     learning = learning_rows(agg, p["learn"])
     curves = []
     for ours, peer in p["learn"]:
@@ -478,6 +497,8 @@ def render(suite: str, quick: bool, p: dict[str, Any], results: list[dict[str, A
         f"Produced by `python benchmarks/bench_peers.py --suite {suite}"
         f"{' --quick' if quick else ''}"
         + (f" --{suite}-seeds-per-batch {p['ours_g'][0].split()[-1]}" if p.get("ours_g") else "")
+        + (f" --cpu-devices {p['extra_pairs'][0][0][0].split()[1]}" if p.get("extra_pairs")
+           else "")
         + f"` (started {t_start}). Each library runs in its own "
         "process (peers in their own virtual environments, `benchmarks/peers/setup.sh`); jobs "
         "run interleaved (ours, peer, ours, peer, ...), one at a time. Every JAX process gets "
@@ -529,12 +550,13 @@ def render(suite: str, quick: bool, p: dict[str, Any], results: list[dict[str, A
 
 
 def run_suite(suite: str, quick: bool, peers_dir: str, repeats: int, timeout: float, *,
-              repeats_n: int = 1, sac_big_steps: int = 50_000, seeds_per_batch: int = 0) -> str:
+              repeats_n: int = 1, sac_big_steps: int = 50_000, seeds_per_batch: int = 0,
+              cpu_devices: int = 0) -> str:
     """Run one suite's jobs interleaved, rewriting the result files after every job."""
     import benchmarks._common  # noqa: F401  (import jaxstab: its XLA_FLAGS reach the children)
 
     p = plan(suite, quick, repeats, repeats_n=repeats_n, sac_big_steps=sac_big_steps,
-             seeds_per_batch=seeds_per_batch)
+             seeds_per_batch=seeds_per_batch, cpu_devices=cpu_devices)
     for lib in sorted({j.lib for j in p["jobs"]}):
         peer_python(lib, peers_dir)  # fail early with the setup hint
     load0 = os.getloadavg()
@@ -573,6 +595,9 @@ def main(argv: list[str] | None = None) -> None:
                          "(map_seeds); 0: not")
     ap.add_argument("--ppo-seeds-per-batch", type=int, default=0, metavar="B",
                     help="same for the 16-seed PPO jobs")
+    ap.add_argument("--cpu-devices", type=int, default=0, metavar="D",
+                    help="also run every N-seed pair with the seeds split over D CPU devices "
+                         "(jaxstab.distributed.sweep; rejax through the same shard_map); 0: not")
     ap.add_argument("--timeout", type=float, default=3600.0, help="seconds per job")
     ap.add_argument("--rerender", metavar="JSON",
                     help="rebuild the tables of --suite from a results JSON written by this "
@@ -586,7 +611,7 @@ def main(argv: list[str] | None = None) -> None:
         p = plan(args.suite, args.quick, args.repeats, repeats_n=args.repeats_n,
                  sac_big_steps=args.sac_big_steps,
                  seeds_per_batch=(args.sac_seeds_per_batch if args.suite == "sac"
-                                  else args.ppo_seeds_per_batch))
+                                  else args.ppo_seeds_per_batch), cpu_devices=args.cpu_devices)
         found = re.search(r"\(started ([^)]*)\)", data.get("notes", ""))
         t_start = data.get("t_start") or (found.group(1) if found else data["machine"]["date"])
         render(args.suite, args.quick, p, data["results"], data["load_start"], data["load_end"],
@@ -600,7 +625,7 @@ def main(argv: list[str] | None = None) -> None:
         run_suite(suite, args.quick, peers_dir, args.repeats, args.timeout,
                   repeats_n=args.repeats_n, sac_big_steps=args.sac_big_steps,
                   seeds_per_batch=(args.sac_seeds_per_batch if suite == "sac"
-                                   else args.ppo_seeds_per_batch))
+                                   else args.ppo_seeds_per_batch), cpu_devices=args.cpu_devices)
 
 
 if __name__ == "__main__":

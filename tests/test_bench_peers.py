@@ -154,6 +154,32 @@ def test_plan_with_seed_groups_adds_a_grouped_jaxstab_job_before_each_n_seed_rej
     assert g[3] == "2.00x" and g[6] == "yes"
 
 
+def test_plan_with_cpu_devices_adds_a_sharded_pair_and_compares_it_both_ways():
+    p = bp.plan("ppo", quick=False, repeats=1, repeats_n=2, cpu_devices=2)
+    many = [(j.lib, j.extra) for j in p["jobs"] if j.seeds == 16]
+    dev0, dev1 = ("--cpu-devices", "2"), ("--cpu-devices", "2", "--seed", "1000")
+    assert many == [("jaxstab", ()), ("rejax", ()), ("jaxstab", dev0), ("rejax", dev0),
+                    ("jaxstab", ("--seed", "1000")), ("rejax", ("--seed", "1000")),
+                    ("jaxstab", dev1), ("rejax", dev1)]
+    ours_d = ("jaxstab, 2 CPU devices", 499_712, 16)
+    rej_d = ("rejax, 2 CPU devices", 499_712, 16)
+    assert p["extra_pairs"] == [(ours_d, ("rejax", 499_712, 16)), (ours_d, rej_d)]
+    assert (ours_d, rej_d) in p["learn"]
+    agg = bp.aggregate([_fake(ours_d[0], 1000, 4, 1.0, [0.0] * 4),
+                        _fake("rejax", 1000, 4, 3.0, [0.0] * 4),
+                        _fake(rej_d[0], 1000, 4, 2.0, [0.0] * 4)])
+    rows = bp.ratio_rows(agg, ("jaxstab", 1000, 1), ("jaxstab", 1000, 4), ("rejax", 1000, 1),
+                         ("rejax", 1000, 4), [], {"rejax_n": 1.5},
+                         extra_pairs=[((ours_d[0], 1000, 4), ("rejax", 1000, 4)),
+                                      ((ours_d[0], 1000, 4), (rej_d[0], 1000, 4))])
+    by = {r[0]: r for r in rows}
+    assert by["jaxstab, 2 CPU devices vs rejax, 4 seeds"][3] == "3.00x"
+    assert by["jaxstab, 2 CPU devices vs rejax, 2 CPU devices, 4 seeds"][3:7] == [
+        "2.00x", "2.00x", ">= 1.5x", "yes"]
+    learn = bp.learning_rows(agg, [((ours_d[0], 1000, 4), (rej_d[0], 1000, 4))])
+    assert learn[0][0] == "1000 steps x 4 seeds (jaxstab, 2 CPU devices vs rejax, 2 CPU devices)"
+
+
 def test_one_seed_repetitions_use_distinct_seeds_and_returns_are_pooled():
     p = bp.plan("sac", quick=False, repeats=3, sac_big_steps=0)
     ones = [j for j in p["jobs"] if j.seeds == 1 and j.lib in ("jaxstab", "rejax")]

@@ -172,6 +172,37 @@ def time_compiled(jitted: Any, args_for: Callable[[int], tuple], *, repeats: int
     return compile_s, times, out
 
 
+def time_first_call(call: Callable[[int], Any], *, repeats: int,
+                    block: Callable[[Any], Any]) -> tuple[float, list[float], Any]:
+    """Time a function that compiles on its first call (e.g. ``jaxstab.distributed.sweep``).
+
+    Call 0 (compile + run) is made once untimed-for-runs; then ``repeats`` calls ``call(r)``
+    are timed. ``compile_s`` is the first call's time minus the fastest timed call (an
+    estimate: such functions expose no separate compile step).
+
+    Returns:
+      ``(compile_s, times, outputs of the last call)``.
+    """
+    if repeats < 1:
+        raise ValueError(f"--repeats must be >= 1, got {repeats}")
+    t0 = time.perf_counter()
+    block(call(0))
+    first = time.perf_counter() - t0
+    times, out = [], None
+    for rep in range(repeats):
+        t0 = time.perf_counter()
+        out = block(call(rep))
+        times.append(time.perf_counter() - t0)
+    return max(first - min(times), 0.0), times, out
+
+
+def jaxstab_name(seeds_per_batch: int | None, cpu_devices: int) -> str:
+    """Library name jaxstab's runners report: how the seeds were run."""
+    if cpu_devices:
+        return f"jaxstab, {cpu_devices} CPU devices"
+    return "jaxstab" if seeds_per_batch is None else f"jaxstab, groups of {seeds_per_batch}"
+
+
 def timing_fields(times: Sequence[float], *, steps: int, seeds: int,
                   compile_s: float | None, parallel_seeds: bool) -> dict[str, Any]:
     """The JSON line's ``compile_s``, ``run_s``, ``run_s_all`` and ``steps_per_s``.
@@ -254,12 +285,50 @@ def rejax_eval_callback(evaluate: Callable, act: Callable[[Any, Any, Any], Any],
     return callback
 
 
+def set_cpu_devices(n: int) -> None:
+    """Give this process ``n`` CPU devices (``jax_num_cpu_devices``) before JAX starts.
+
+    One per core lets a seed sweep run a per-device program on every core (the programs are
+    made of many small operations, which XLA runs on one thread each). Imports ``jax`` inside.
+
+    Raises:
+      ValueError: ``--cpu-devices`` not a positive int.
+      RuntimeError: the JAX backend already exists (then the setting cannot take effect).
+    """
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"--cpu-devices must be a positive int, got {n!r}")
+    import jax
+
+    try:
+        jax.config.update("jax_num_cpu_devices", n)
+    except Exception as err:  # refused once a backend exists
+        raise RuntimeError("--cpu-devices must be applied before JAX creates its backend") from err
+
+
+def shard_seeds(fn: Callable[..., Any], n_devices: int) -> Any:
+    """``jit(shard_map(vmap(fn)))``: the leading seed axis of every argument and output split
+    into ``n_devices`` equal blocks, one vmapped block per CPU device, no communication (what
+    ``jaxstab.distributed.sweep`` does, written out for the peers' runners)."""
+    import jax
+    from jax.sharding import Mesh
+    from jax.sharding import PartitionSpec as P
+
+    devices = jax.devices()
+    if len(devices) < n_devices:
+        raise ValueError(f"--cpu-devices {n_devices}: only {len(devices)} devices exist")
+    mesh = Mesh(np.asarray(devices[:n_devices], dtype=object), ("seeds",))
+    return jax.jit(jax.shard_map(jax.vmap(fn), mesh=mesh, in_specs=P("seeds"),
+                                 out_specs=P("seeds"), check_vma=False))
+
+
 def time_rejax(algo: Any, act: Callable[[Any, Any, Any], Any], *, seeds: int, seed: int,
-               repeats: int, eval_episodes: int) -> tuple[float, list[float], Any]:
+               repeats: int, eval_episodes: int, cpu_devices: int = 0
+               ) -> tuple[float, list[float], Any]:
     """Time ``jit(vmap(algo.train))`` of a rejax algorithm with a deterministic evaluation.
 
     Replaces rejax's stochastic evaluation by :func:`rejax_eval_callback` with ``act``, then
-    :func:`time_compiled` over ``seeds`` keys ``split(PRNGKey(seed + repeat), seeds)``.
+    :func:`time_compiled` over ``seeds`` keys ``split(PRNGKey(seed + repeat), seeds)``; with
+    ``cpu_devices`` > 0 the seeds are split over that many CPU devices (:func:`shard_seeds`).
     Imports ``jax`` and ``rejax`` inside (call it only in the rejax environment).
 
     Returns:
@@ -269,8 +338,10 @@ def time_rejax(algo: Any, act: Callable[[Any, Any, Any], Any], *, seeds: int, se
     from rejax.evaluate import evaluate
 
     algo = algo.replace(eval_callback=rejax_eval_callback(evaluate, act, eval_episodes))
+    program = (shard_seeds(algo.train, cpu_devices) if cpu_devices
+               else jax.jit(jax.vmap(algo.train)))
     compile_s, times, (_, ev) = time_compiled(
-        jax.jit(jax.vmap(algo.train)),
+        program,
         lambda rep: (jax.random.split(jax.random.PRNGKey(seed + rep), seeds),),
         repeats=repeats, block=jax.block_until_ready)
     return compile_s, times, ev

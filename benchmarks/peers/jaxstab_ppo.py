@@ -29,19 +29,24 @@ sys.path[:0] = [_HERE, os.path.dirname(os.path.dirname(_HERE))]
 import _runner_common as rc  # noqa: E402
 import jaxstab  # noqa: E402,F401  (applies the CPU scheduler guard before JAX initializes)
 
-import gymnax  # noqa: E402
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from jaxstab.agents.ppo.ppo import PPOConfig, ppo_hparams  # noqa: E402
+from jaxstab.distributed import sweep  # noqa: E402
 from jaxstab.training.loop import map_seeds  # noqa: E402
 from jaxstab.training.ppo import make_evaluate, make_train  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict:
     args = rc.parse_args(__doc__, argv, steps=500_000, seeds=16, repeats=True,
-                         extra_ints={"--seeds-per-batch": 0})
+                         extra_ints={"--seeds-per-batch": 0, "--cpu-devices": 0})
     spb = args.seeds_per_batch or None  # 0: one vmap over all seeds
+    if args.cpu_devices:
+        if spb:
+            raise ValueError("--cpu-devices and --seeds-per-batch are exclusive")
+        rc.set_cpu_devices(args.cpu_devices)
+    import gymnax  # imported here: importing gymnax starts JAX's backend
     rc.check_steps(args.steps, minimum=512, why="(one update)")
 
     env, env_params = gymnax.make("CartPole-v1")
@@ -59,16 +64,21 @@ def main(argv: list[str] | None = None) -> dict:
         return evaluate(state.ppo.params, k_eval), metrics
 
     n = args.seeds
-    compile_s, times, (ev, m) = rc.time_compiled(
-        jax.jit(map_seeds(train_eval, seeds_per_batch=spb, in_axes=(0, None))),
-        lambda rep: (jax.random.split(jax.random.key(args.seed + rep), n), hp),
-        repeats=args.repeats, block=jax.block_until_ready)
+    keys_for = lambda rep: jax.random.split(jax.random.key(args.seed + rep), n)  # noqa: E731
+    if args.cpu_devices:
+        compile_s, times, (ev, m) = rc.time_first_call(
+            lambda rep: sweep(train_eval, keys_for(rep), hp), repeats=args.repeats,
+            block=jax.block_until_ready)
+    else:
+        compile_s, times, (ev, m) = rc.time_compiled(
+            jax.jit(map_seeds(train_eval, seeds_per_batch=spb, in_axes=(0, None))),
+            lambda rep: (keys_for(rep), hp), repeats=args.repeats, block=jax.block_until_ready)
     steps = cfg.num_updates * cfg.num_envs * cfg.num_steps
     r = np.asarray(m["episode_return"])[:, -10:]
     k = np.asarray(m["episodes"])[:, -10:]
     train_ret = (r * k).sum(-1) / np.maximum(k.sum(-1), 1)
     return rc.emit_result(
-        peer="jaxstab" if spb is None else f"jaxstab, groups of {spb}", algo="ppo",
+        peer=rc.jaxstab_name(spb, args.cpu_devices), algo="ppo",
         env="CartPole-v1", steps=steps, seeds=n, hidden=args.hidden,
         times=times, compile_s=compile_s, parallel_seeds=True,
         final_returns=np.asarray(ev).mean(axis=1),
@@ -79,7 +89,7 @@ def main(argv: list[str] | None = None) -> dict:
                      "skip_nonfinite": cfg.skip_nonfinite,
                      "early_stopping": cfg.early_stopping, "reward_norm": cfg.reward_norm,
                      "rollback": cfg.rollback, "value_kind": cfg.value_kind},
-        seeds_per_batch=spb,
+        seeds_per_batch=spb, cpu_devices=args.cpu_devices or None,
         versions=rc.versions("jax", "jaxlib", "flax", "optax", "gymnax"),
     )
 

@@ -33,20 +33,25 @@ sys.path[:0] = [_HERE, os.path.dirname(os.path.dirname(_HERE))]
 import _runner_common as rc  # noqa: E402
 import jaxstab  # noqa: E402,F401  (applies the CPU scheduler guard before JAX initializes)
 
-import gymnax  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from jaxstab.agents.sac import SACConfig, default_hparams  # noqa: E402
+from jaxstab.distributed import sweep  # noqa: E402
 from jaxstab.training.loop import map_seeds  # noqa: E402
 from jaxstab.training.sac import make_train  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict:
     args = rc.parse_args(__doc__, argv, steps=20_000, seeds=8, repeats=True,
-                         extra_ints={"--seeds-per-batch": 0})
+                         extra_ints={"--seeds-per-batch": 0, "--cpu-devices": 0})
     spb = args.seeds_per_batch or None  # 0: one vmap over all seeds
+    if args.cpu_devices:
+        if spb:
+            raise ValueError("--cpu-devices and --seeds-per-batch are exclusive")
+        rc.set_cpu_devices(args.cpu_devices)
+    import gymnax  # imported here: importing gymnax starts JAX's backend
     rc.check_steps(args.steps, minimum=2_000, multiple=10)
 
     env, env_params = gymnax.make("Pendulum-v1")
@@ -57,12 +62,18 @@ def main(argv: list[str] | None = None) -> dict:
     hp = default_hparams(cfg, 1, actor_lr=1e-3, critic_lr=1e-3, alpha_lr=1e-3)
     n = args.seeds
     hps = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (n,)), hp)
-    compile_s, times, out = rc.time_compiled(
-        jax.jit(map_seeds(make_train(cfg, env, env_params), seeds_per_batch=spb)),
-        lambda rep: (jax.random.split(jax.random.key(args.seed + rep), n), hps),
-        repeats=args.repeats, block=jax.block_until_ready)
+    train = make_train(cfg, env, env_params)
+    keys_for = lambda rep: jax.random.split(jax.random.key(args.seed + rep), n)  # noqa: E731
+    if args.cpu_devices:
+        compile_s, times, out = rc.time_first_call(
+            lambda rep: sweep(train, keys_for(rep), hps), repeats=args.repeats,
+            block=jax.block_until_ready)
+    else:
+        compile_s, times, out = rc.time_compiled(
+            jax.jit(map_seeds(train, seeds_per_batch=spb)), lambda rep: (keys_for(rep), hps),
+            repeats=args.repeats, block=jax.block_until_ready)
     return rc.emit_result(
-        peer="jaxstab" if spb is None else f"jaxstab, groups of {spb}", algo="sac",
+        peer=rc.jaxstab_name(spb, args.cpu_devices), algo="sac",
         env="Pendulum-v1", steps=args.steps, seeds=n,
         hidden=args.hidden, times=times, compile_s=compile_s, parallel_seeds=True,
         final_returns=np.asarray(out.eval_returns)[:, -1],
@@ -71,7 +82,7 @@ def main(argv: list[str] | None = None) -> dict:
         eval_curve=np.asarray(out.eval_returns).tolist(),
         eval_steps=np.asarray(out.eval_steps)[0].tolist(),
         skipped_updates=int(np.asarray(out.metrics["skipped_total"])[:, -1].sum()),
-        seeds_per_batch=spb,
+        seeds_per_batch=spb, cpu_devices=args.cpu_devices or None,
         versions=rc.versions("jax", "jaxlib", "flax", "optax", "gymnax"),
     )
 

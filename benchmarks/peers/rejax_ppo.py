@@ -38,7 +38,10 @@ def _argmax_action(actor, params, obs):
 
 
 def main(argv=None):
-    args = rc.parse_args(__doc__, argv, steps=500_000, seeds=16, repeats=True)
+    args = rc.parse_args(__doc__, argv, steps=500_000, seeds=16, repeats=True,
+                         extra_ints={"--cpu-devices": 0})
+    if args.cpu_devices:
+        rc.set_cpu_devices(args.cpu_devices)
     rc.check_steps(args.steps, minimum=512, why="(one update)")
     num_updates = args.steps // 512
     steps = num_updates * 512
@@ -53,13 +56,16 @@ def main(argv=None):
     )
     n = args.seeds
     compile_s, times, ev = rc.time_rejax(algo, _argmax_action, seeds=n, seed=args.seed,
-                                         repeats=args.repeats, eval_episodes=args.eval_episodes)
+                                         repeats=args.repeats, eval_episodes=args.eval_episodes,
+                                         cpu_devices=args.cpu_devices)
     return rc.emit_result(
-        peer="rejax", algo="ppo", env="CartPole-v1", steps=steps, seeds=n, hidden=args.hidden,
+        peer="rejax" if not args.cpu_devices else f"rejax, {args.cpu_devices} CPU devices",
+        algo="ppo", env="CartPole-v1", steps=steps, seeds=n, hidden=args.hidden,
         times=times, compile_s=compile_s, parallel_seeds=True,
         final_returns=ev[:, -1],  # ev: [seeds, 1]
         eval=(f"argmax action, mean of {args.eval_episodes} episodes after training (inside the "
               "timed program)"),
+        cpu_devices=args.cpu_devices or None,
         versions=rc.versions("rejax", "jax", "jaxlib", "flax", "optax", "gymnax"),
     )
 

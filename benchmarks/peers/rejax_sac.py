@@ -41,7 +41,10 @@ def _mean_action(actor, params, obs):
 
 
 def main(argv=None):
-    args = rc.parse_args(__doc__, argv, steps=20_000, seeds=8, repeats=True)
+    args = rc.parse_args(__doc__, argv, steps=20_000, seeds=8, repeats=True,
+                         extra_ints={"--cpu-devices": 0})
+    if args.cpu_devices:
+        rc.set_cpu_devices(args.cpu_devices)
     rc.check_steps(args.steps, minimum=2_000, multiple=10)
 
     algo = SAC.create(
@@ -53,15 +56,18 @@ def main(argv=None):
     )
     n = args.seeds
     compile_s, times, ev = rc.time_rejax(algo, _mean_action, seeds=n, seed=args.seed,
-                                         repeats=args.repeats, eval_episodes=args.eval_episodes)
+                                         repeats=args.repeats, eval_episodes=args.eval_episodes,
+                                         cpu_devices=args.cpu_devices)
     return rc.emit_result(
-        peer="rejax", algo="sac", env="Pendulum-v1", steps=args.steps, seeds=n,
+        peer="rejax" if not args.cpu_devices else f"rejax, {args.cpu_devices} CPU devices",
+        algo="sac", env="Pendulum-v1", steps=args.steps, seeds=n,
         hidden=args.hidden, times=times, compile_s=compile_s, parallel_seeds=True,
         final_returns=ev[:, -1],  # ev: [seeds, num_evals]
         eval=(f"deterministic action loc + scale * tanh(mean), mean of {args.eval_episodes} "
               "episodes at the end of training (last of 10 in-training evaluations)"),
         eval_curve=np.asarray(ev, np.float64).tolist(),
         eval_steps=[(i + 1) * (args.steps // 10) for i in range(ev.shape[1])],
+        cpu_devices=args.cpu_devices or None,
         versions=rc.versions("rejax", "jax", "jaxlib", "flax", "optax", "gymnax"),
     )
 
