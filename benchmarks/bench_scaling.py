@@ -12,9 +12,11 @@ machine with accelerators (GPU/TPU) nothing is forced: ``d`` takes the first ``d
 and device counts above the machine's are skipped. The script needs no change between the two.
 
 Read CPU numbers for what they are: forced CPU devices are slices of the same cores (this
-machine's 2), and one CPU device already uses both cores through XLA's intra-op thread pool, so
-the ideal CPU speedup is 1x and the ideal CPU efficiency 1/d; what the CPU table measures is the
-overhead (or gain) of splitting the same work into d per-device programs.
+machine's 2). A training program is made of many small operations that XLA's CPU backend runs
+one at a time on one thread, so one CPU device keeps about one core busy, and d devices up to
+d cores: the ideal CPU speedup is min(d, cores), not d (an earlier version of this note said one
+device already used every core; measurements on a 2-core Intel Xeon contradict it, see
+``docs/distributed.md``).
 
 Usage: ``python benchmarks/bench_scaling.py [--devices 1 2 4 8] [--seeds 8 64 1024]
 [--updates 2] [--repeats 2] [--quick]``.
@@ -174,11 +176,10 @@ def main() -> None:
         f"(2 epochs x 2 minibatches, 64x64 networks), jaxstab.distributed.sweep over a 1-D mesh "
         f"of d {kind}; run time is the median of {args.repeats} runs after a compile+run. "
         "Efficiency = (aggregate steps/s at d devices) / (d x steps/s at 1 device), same seeds.\n"
-        + ("\nOn the CPU the d devices are slices of the same cores, and one device already "
-           "uses every core through XLA's intra-op thread pool, so the ideal here is a speedup "
-           "of 1x (efficiency 1/d): the table measures the overhead of splitting one batch "
-           "into d per-device programs, not a scaling a real multi-device machine would show. "
-           "The machine was shared with other jobs while these numbers were taken."
+        + ("\nOn the CPU the d devices are slices of the same cores. One device runs the "
+           "training program's small operations one at a time on about one core, so d devices "
+           "can use up to d cores: the ideal speedup here is min(d, cores), and devices beyond "
+           "the core count only add overhead."
            if on_cpu else ""))
     if load_before is not None:
         notes += (f"\nLoad average (1, 5, 15 min) at start {tuple(round(x, 1) for x in load_before)}"

@@ -254,3 +254,25 @@ def test_real_tiny_run_of_our_sac_runner(tmp_path):
     assert -200 * (np.pi ** 2 + 6.4 + 0.004) <= ret <= 0.0
     agg = bp.aggregate([res])
     assert agg[("jaxstab", 2_000, 1)]["rate"] == pytest.approx(res["steps_per_s"])
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_real_tiny_run_of_our_ppo_runner_on_two_cpu_devices(tmp_path):
+    """jaxstab's PPO runner with --cpu-devices 2 (jaxstab.distributed.sweep in a fresh
+    interpreter) against the same runner on one device: same seeds, same final returns up to
+    float rounding of two updates, reported under its own library name."""
+    one = bp.run_job(bp.Job("jaxstab", "ppo", 1_024, 2), str(tmp_path), timeout=280)
+    two = bp.run_job(bp.Job("jaxstab", "ppo", 1_024, 2, ("--cpu-devices", "2")), str(tmp_path),
+                     timeout=280)
+    assert "error" not in one and "error" not in two, (one.get("error"), two.get("error"))
+    assert two["peer"] == "jaxstab, 2 CPU devices" and two["cpu_devices"] == 2
+    assert one["peer"] == "jaxstab" and one["cpu_devices"] is None
+    assert two["compile_s"] > 0 and two["run_s"] > 0
+    # CartPole returns lie in [0, 500]; the two layouts train the same seeds
+    assert all(0.0 <= r <= 500.0 for r in two["final_returns"])
+    np.testing.assert_allclose(two["final_returns"], one["final_returns"], rtol=0.05)
+    bad = bp.run_job(bp.Job("jaxstab", "ppo", 1_024, 2,
+                            ("--cpu-devices", "2", "--seeds-per-batch", "1")),
+                     str(tmp_path), timeout=120)
+    assert "exclusive" in bad["error"]

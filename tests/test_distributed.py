@@ -316,3 +316,35 @@ def test_two_processes_train_one_sharded_sweep(devices_run, tmp_path):
         np.testing.assert_array_equal(mp[k.replace("sharded8", "multiprocess8", 1)],
                                       devices_run[k], err_msg=k)
     assert n > 10
+
+
+def _fresh_python(code: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300, env=env, cwd=REPO)
+
+
+def test_use_cpu_devices_before_and_after_the_backend_starts():
+    """In fresh interpreters: before JAX starts, n CPU devices appear and a sweep uses them all;
+    after (``import gymnax`` starts the backend), a clear RuntimeError, unless nothing changes."""
+    ok = _fresh_python(
+        "import jaxstab.distributed as d, jax, jax.numpy as jnp\n"
+        "assert d.use_cpu_devices(3) == 3\n"
+        "assert jax.device_count() == 3, jax.devices()\n"
+        "out = d.sweep(lambda k: jax.random.normal(k, (2,)), jax.random.split(jax.random.key(0), 6))\n"
+        "assert len(out.sharding.device_set) == 3\n"
+        "assert d.use_cpu_devices(3) == 3  # already so: no error\n"
+        "print('OK')\n")
+    assert ok.returncode == 0 and "OK" in ok.stdout, ok.stderr[-2000:]
+    late = _fresh_python(
+        "import jaxstab.distributed as d, gymnax\n"
+        "try:\n"
+        "    d.use_cpu_devices(2)\n"
+        "except RuntimeError as e:\n"
+        "    print('ERR', e)\n")
+    assert late.returncode == 0 and "ERR" in late.stdout, late.stderr[-2000:]
+    assert "before JAX starts its backend" in late.stdout and "gymnax" in late.stdout
+    with pytest.raises(ValueError, match="positive int"):
+        dist.use_cpu_devices(0)
+    with pytest.raises(ValueError, match="positive int"):
+        dist.use_cpu_devices(True)
