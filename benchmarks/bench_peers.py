@@ -408,7 +408,8 @@ def plan(suite: str, quick: bool, repeats: int, *, repeats_n: int = 1,
         jobs = [Job("jaxstab", "sac", steps, 1), Job("rejax", "sac", steps, 1),
                 Job("sb3", "sac", slow, 1), Job("sbx", "sac", slow, 1)]
         for r in range(1, max(repeats, 1)):
-            jobs += [Job("jaxstab", "sac", steps, 1, seed(r)), Job("rejax", "sac", steps, 1, seed(r))]
+            jobs += [Job("jaxstab", "sac", steps, 1, seed(r)),
+                     Job("rejax", "sac", steps, 1, seed(r))]
         for r in range(max(repeats_n, 1)):
             jobs += pair("sac", steps, n, r)
         if big != steps:
@@ -428,7 +429,8 @@ def plan(suite: str, quick: bool, repeats: int, *, repeats_n: int = 1,
         jobs = [Job("jaxstab", "ppo", steps, 1), Job("rejax", "ppo", steps, 1),
                 Job("sb3", "ppo", slow, 1)]
         for r in range(1, max(repeats, 1)):
-            jobs += [Job("jaxstab", "ppo", steps, 1, seed(r)), Job("rejax", "ppo", steps, 1, seed(r))]
+            jobs += [Job("jaxstab", "ppo", steps, 1, seed(r)),
+                     Job("rejax", "ppo", steps, 1, seed(r))]
         for r in range(max(repeats_n, 1)):
             jobs += pair("ppo", steps, n, r)
         learn = [(("jaxstab", steps, n), ("rejax", steps, n))]
@@ -507,8 +509,8 @@ def render(suite: str, quick: bool, p: dict[str, Any], results: list[dict[str, A
         "Compile time is measured separately (`lower().compile()`"
         + ("; for SBX: a throw-away model's first 1300 steps, which includes jit compilation"
            if suite == "sac" else "")
-        + "); run time is one call of the compiled program (median over repetitions where a configuration ran more than "
-        "once; the last column lists each repetition's steps/s). steps/s = seeds x steps / "
+        + "); run time is one call of the compiled program (median over repetitions where a "
+        "configuration ran more than once; the last column lists each repetition's steps/s). steps/s = seeds x steps / "
         "run time.",
         "Final return: " + "; ".join(f"{k}: {v}" for k, v in evals.items() if v) + ".",
         f"LOAD: this 2-core machine was shared with other jobs during the run: load average "

@@ -331,7 +331,8 @@ def test_use_cpu_devices_before_and_after_the_backend_starts():
         "import jaxstab.distributed as d, jax, jax.numpy as jnp\n"
         "assert d.use_cpu_devices(3) == 3\n"
         "assert jax.device_count() == 3, jax.devices()\n"
-        "out = d.sweep(lambda k: jax.random.normal(k, (2,)), jax.random.split(jax.random.key(0), 6))\n"
+        "keys = jax.random.split(jax.random.key(0), 6)\n"
+        "out = d.sweep(lambda k: jax.random.normal(k, (2,)), keys)\n"
         "assert len(out.sharding.device_set) == 3\n"
         "assert d.use_cpu_devices(3) == 3  # already so: no error\n"
         "print('OK')\n")
