@@ -15,13 +15,21 @@ Suites:
 * ``sac``: Pendulum-v1, 64x64 networks, batch 256, one gradient step per env step, lr 1e-3;
   jaxstab and rejax at 20k steps x 1 seed (timing, repeated), 20k x 8 and 50k x 8 vmapped
   seeds; SB3 and SBX at a reduced budget (3k steps, 1 seed) for steps/s only. Targets (issue 3):
-  >= 1.5x rejax at 1 and 8 seeds, >= 15x SB3, better final return than rejax at equal budget.
+  >= 1.5x rejax at 1 and 8 seeds, >= 15x SB3, better learning than rejax at equal budget
+  (final returns, and the evaluation curves of both: mean at every evaluation, area under the
+  curve, a figure in ``benchmarks/results/figures/bench_peers_sac_curves.png``).
 * ``ppo``: CartPole-v1, PureJaxRL hyperparameters, 500k steps, 1 and 16 vmapped seeds for
   jaxstab (all default stabilizers on) and rejax; SB3 PPO at 30k steps for steps/s. Targets
   (issue 4): >= 1.2x rejax, >= 80x SB3.
 
 Writes ``benchmarks/results/bench_peers_<suite>_<platform>.{md,json}`` (``--quick``:
 ``bench_peers_<suite>_quick_*``) through :func:`benchmarks._common.write_results`.
+
+Extra rows: ``--{sac,ppo}-seeds-per-batch B`` runs jaxstab's N-seed jobs also in groups of B
+(``map_seeds``); ``--cpu-devices D`` runs every N-seed pair also with the seeds split over D CPU
+devices (ours through ``jaxstab.distributed.sweep``, rejax through the same ``shard_map`` in its
+runner), compared with rejax on one device and on the same devices. Repetitions of a pair run
+with distinct seeds (``--seed 1000 * r``) and their returns are pooled.
 
 Usage: ``python benchmarks/bench_peers.py --suite sac|ppo|all [--quick] [--peers-dir DIR]``.
 First create the peer environments: ``bash benchmarks/peers/setup.sh [DIR]`` (default DIR

@@ -12,10 +12,10 @@ machine with accelerators (GPU/TPU) nothing is forced: ``d`` takes the first ``d
 and device counts above the machine's are skipped. The script needs no change between the two.
 
 Read CPU numbers for what they are: forced CPU devices are slices of the same cores (this
-machine's 2). A training program is made of many small operations that XLA's CPU backend runs
-one at a time on one thread, so one CPU device keeps about one core busy, and d devices up to
-d cores: the ideal CPU speedup is min(d, cores), not d (an earlier version of this note said one
-device already used every core; measurements on a 2-core Intel Xeon contradict it, see
+machine's 2). One CPU device does not use a multi-core CPU well for a training program made of
+many small operations, so speedups up to about the core count are possible and devices beyond
+it only add overhead (an earlier version of this note said one device already used every core
+and the ideal speedup was 1x; measurements on a 2-core Intel Xeon contradict it, see
 ``docs/distributed.md``).
 
 Usage: ``python benchmarks/bench_scaling.py [--devices 1 2 4 8] [--seeds 8 64 1024]
@@ -176,10 +176,9 @@ def main() -> None:
         f"(2 epochs x 2 minibatches, 64x64 networks), jaxstab.distributed.sweep over a 1-D mesh "
         f"of d {kind}; run time is the median of {args.repeats} runs after a compile+run. "
         "Efficiency = (aggregate steps/s at d devices) / (d x steps/s at 1 device), same seeds.\n"
-        + ("\nOn the CPU the d devices are slices of the same cores. One device runs the "
-           "training program's small operations one at a time on about one core, so d devices "
-           "can use up to d cores: the ideal speedup here is min(d, cores), and devices beyond "
-           "the core count only add overhead."
+        + ("\nOn the CPU the d devices are slices of the same cores. One device does not use "
+           "a multi-core CPU well for these programs of many small operations, so speedups up "
+           "to about the core count are possible; devices beyond it only add overhead."
            if on_cpu else ""))
     if load_before is not None:
         notes += (f"\nLoad average (1, 5, 15 min) at start {tuple(round(x, 1) for x in load_before)}"

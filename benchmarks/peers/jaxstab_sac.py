@@ -18,6 +18,11 @@ evaluation: the mean undiscounted return of ``--eval-episodes`` episodes with th
 steps inside the timed program, like rejax's; ``eval_curve[i]`` lists all of seed i's
 evaluations (after ``eval_steps`` environment steps).
 
+With ``--cpu-devices D`` the process gets D CPU devices (``jaxstab.distributed.use_cpu_devices``
+semantics, set before JAX starts) and the seeds run through ``jaxstab.distributed.sweep``, S/D per
+device; its ``compile_s`` is then the first call minus the fastest timed call (``sweep`` has no
+separate compile step).
+
 Run from the repository root with the project's interpreter:
 ``python benchmarks/peers/jaxstab_sac.py --steps 20000 --seeds 8``.
 """
