@@ -15,6 +15,11 @@ to the first termination or truncation, at most 500 steps) is inside it, as reja
 JSON line; ``final_returns[i]`` is seed i's mean evaluation return, ``train_returns[i]`` the mean
 return of the training episodes completed in the last 10 updates.
 
+With ``--cpu-devices D`` the process gets D CPU devices (``jaxstab.distributed.use_cpu_devices``,
+before JAX starts) and the seeds run through
+``jaxstab.distributed.sweep``, S/D per device; ``compile_s`` is then the first call minus the
+fastest timed call (``sweep`` has no separate compile step).
+
 Usage: ``python benchmarks/peers/jaxstab_ppo.py --steps 500000 --seeds 16``.
 """
 
@@ -33,7 +38,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from jaxstab.agents.ppo.ppo import PPOConfig, ppo_hparams  # noqa: E402
-from jaxstab.distributed import sweep  # noqa: E402
+from jaxstab.distributed import sweep, use_cpu_devices  # noqa: E402
 from jaxstab.training.loop import map_seeds  # noqa: E402
 from jaxstab.training.ppo import make_evaluate, make_train  # noqa: E402
 
@@ -45,7 +50,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.cpu_devices:
         if spb:
             raise ValueError("--cpu-devices and --seeds-per-batch are exclusive")
-        rc.set_cpu_devices(args.cpu_devices)
+        use_cpu_devices(args.cpu_devices)
     import gymnax  # imported here: importing gymnax starts JAX's backend
     rc.check_steps(args.steps, minimum=512, why="(one update)")
 

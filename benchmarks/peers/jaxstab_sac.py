@@ -18,10 +18,10 @@ evaluation: the mean undiscounted return of ``--eval-episodes`` episodes with th
 steps inside the timed program, like rejax's; ``eval_curve[i]`` lists all of seed i's
 evaluations (after ``eval_steps`` environment steps).
 
-With ``--cpu-devices D`` the process gets D CPU devices (``jaxstab.distributed.use_cpu_devices``
-semantics, set before JAX starts) and the seeds run through ``jaxstab.distributed.sweep``, S/D per
-device; its ``compile_s`` is then the first call minus the fastest timed call (``sweep`` has no
-separate compile step).
+With ``--cpu-devices D`` the process gets D CPU devices (``jaxstab.distributed.use_cpu_devices``,
+before JAX starts) and the seeds run through
+``jaxstab.distributed.sweep``, S/D per device; ``compile_s`` is then the first call minus the
+fastest timed call (``sweep`` has no separate compile step).
 
 Run from the repository root with the project's interpreter:
 ``python benchmarks/peers/jaxstab_sac.py --steps 20000 --seeds 8``.
@@ -43,7 +43,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from jaxstab.agents.sac import SACConfig, default_hparams  # noqa: E402
-from jaxstab.distributed import sweep  # noqa: E402
+from jaxstab.distributed import sweep, use_cpu_devices  # noqa: E402
 from jaxstab.training.loop import map_seeds  # noqa: E402
 from jaxstab.training.sac import make_train  # noqa: E402
 
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.cpu_devices:
         if spb:
             raise ValueError("--cpu-devices and --seeds-per-batch are exclusive")
-        rc.set_cpu_devices(args.cpu_devices)
+        use_cpu_devices(args.cpu_devices)
     import gymnax  # imported here: importing gymnax starts JAX's backend
     rc.check_steps(args.steps, minimum=2_000, multiple=10)
 
