@@ -96,6 +96,24 @@ def markdown_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str
     return "\n".join(out)
 
 
+def command_line(argv: list[str], root: str) -> str:
+    """``python <script> <args>`` for a results header, with no path of this machine in it.
+
+    Absolute paths (the script, arguments) become relative to ``root`` (the repository) or
+    ``DIR`` when outside it (e.g. ``--peers-dir /somewhere``).
+
+    Example:
+      >>> command_line(["/r/benchmarks/b.py", "--peers-dir", "/x/p", "--n", "2"], "/r")
+      'python benchmarks/b.py --peers-dir DIR --n 2'
+    """
+    def clean(a: str) -> str:
+        if not os.path.isabs(a):
+            return a
+        return os.path.relpath(a, root) if a.startswith(root.rstrip(os.sep) + os.sep) else "DIR"
+
+    return " ".join(["python", *(clean(a) for a in argv)])
+
+
 def write_results(name: str, title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]],
                   notes: str = "", extra: dict[str, Any] | None = None,
                   command: str | None = None) -> str:
@@ -110,7 +128,7 @@ def write_results(name: str, title: str, columns: Sequence[str], rows: Sequence[
         root = os.path.dirname(RESULTS_DIR.rstrip(os.sep))
         root = os.path.dirname(root)
         if script.endswith(".py") and script.startswith(root + os.sep):
-            command = " ".join(["python", os.path.relpath(script, root), *sys.argv[1:]])
+            command = command_line(sys.argv, root)
         else:
             command = f"python benchmarks/{name}.py"
     os.makedirs(RESULTS_DIR, exist_ok=True)

@@ -518,8 +518,17 @@ def render(suite: str, quick: bool, p: dict[str, Any], results: list[dict[str, A
         + ("; for SBX: a throw-away model's first 1300 steps, which includes jit compilation"
            if suite == "sac" else "")
         + "); run time is one call of the compiled program (median over repetitions where a "
-        "configuration ran more than once; the last column lists each repetition's steps/s). steps/s = seeds x steps / "
-        "run time.",
+        "configuration ran more than once; the last column lists each repetition's steps/s). "
+        "steps/s = seeds x steps / run time. Repetitions of a pair run with distinct seeds "
+        "(`--seed 1000 * r`, the same on both sides); their returns are pooled.",
+        *(["Seed layouts other than one vmap: \"jaxstab, groups of B\" runs the seeds B at a "
+           "time inside one program (`jaxstab.training.loop.map_seeds`); \"<library>, D CPU "
+           "devices\" gives the process D CPU devices and splits the seeds over them, S/D per "
+           "device (ours: `jaxstab.distributed.use_cpu_devices` + `sweep`, compile time = first "
+           "call minus the fastest timed call; rejax: the same `shard_map` written into its "
+           "runner). The same-layout row (both on D devices) compares the libraries; the row "
+           "against rejax on one device compares what each ships."]
+          if p.get("ours_g") or p.get("extra_pairs") else []),
         "Final return: " + "; ".join(f"{k}: {v}" for k, v in evals.items() if v) + ".",
         f"LOAD: this 2-core machine was shared with other jobs during the run: load average "
         f"(1/5/15 min) {load0[0]:.1f}/{load0[1]:.1f}/{load0[2]:.1f} at the start and "

@@ -276,3 +276,16 @@ def test_real_tiny_run_of_our_ppo_runner_on_two_cpu_devices(tmp_path):
                             ("--cpu-devices", "2", "--seeds-per-batch", "1")),
                      str(tmp_path), timeout=120)
     assert "exclusive" in bad["error"]
+
+
+def test_results_header_command_has_no_machine_paths():
+    sys.path.insert(0, ROOT)
+    from benchmarks._common import command_line
+
+    root = os.path.join(os.sep, "repo", "x")
+    cmd = command_line([os.path.join(root, "benchmarks", "bench_peers.py"), "--peers-dir",
+                        os.path.join(os.sep, "tmp", "peers"), "--out",
+                        os.path.join(root, "benchmarks", "results"), "--repeats", "2"], root)
+    assert cmd == ("python benchmarks/bench_peers.py --peers-dir DIR --out benchmarks/results "
+                   "--repeats 2")
+    assert os.sep + "tmp" not in cmd and root not in cmd
