@@ -58,7 +58,7 @@ import math
 import os
 import shutil
 import warnings
-from typing import Any, Mapping, NamedTuple, Sequence
+from typing import Any, Mapping, NamedTuple
 
 import jax
 import jax.numpy as jnp

@@ -903,7 +903,8 @@ def _policy_template(spec: RunSpec, env: Any, env_params: Any) -> Any:
 
 def train_run(spec: RunSpec, run_dir: str, *, resume: bool = False, progress: bool = True,
               save_every: int | None = None, keep: int = 2, argv: Sequence[str] | None = None,
-              quiet: bool = False, seeds_per_batch: int | None = None) -> dict:
+              quiet: bool = False, seeds_per_batch: int | None = None,
+              mesh: Any = None) -> dict:
     """Train ``spec`` into ``run_dir`` (config, metrics, checkpoints, policy, plots, summary).
 
     Args:
@@ -919,6 +920,8 @@ def train_run(spec: RunSpec, run_dir: str, *, resume: bool = False, progress: bo
       quiet: print nothing but the progress line.
       seeds_per_batch: run the seeds in groups of this size (``loop.run``'s option; None: one
         vmap over all seeds). An execution choice, not part of the run: not stored.
+      mesh: split the seeds over this device mesh (``loop.run``'s option; e.g. one CPU device
+        per core, ``jaxstab train --cpu-devices``). An execution choice: not stored.
 
     Returns:
       The summary dict (also written to ``summary.json``).
@@ -958,7 +961,7 @@ def train_run(spec: RunSpec, run_dir: str, *, resume: bool = False, progress: bo
     t0 = time.perf_counter()
     kwargs = dict(checkpoint_dir=os.path.join(run_dir, "checkpoints"), save_every=save_every,
                   keep=keep, resume=resume, progress=progress, on_chunk=writer,
-                  seeds_per_batch=seeds_per_batch)
+                  seeds_per_batch=seeds_per_batch, mesh=mesh)
     try:
         carry, stacked = loop.run(runner, keys, hps, metadata={"run": spec.to_json()},
                                   **kwargs)

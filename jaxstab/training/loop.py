@@ -236,11 +236,22 @@ def _strong(tree: Any) -> Any:
 
 
 @functools.lru_cache(maxsize=64)
-def _compiled(runner: Runner, seeds_per_batch: int | None = None):
-    """Jitted, seed-mapped init / run_chunk / finalize of a runner (cached per runner)."""
+def _compiled(runner: Runner, seeds_per_batch: int | None = None, mesh: Any = None):
+    """Jitted, seed-mapped init / run_chunk / finalize of a runner (cached per runner).
+
+    With a ``mesh``, ``run_chunk`` runs under ``jax.shard_map``: the seed axis of the carry and
+    the hyperparameters split over the mesh's first axis, each device mapping its block of seeds
+    (as :func:`jaxstab.distributed.sweep` does for a whole ``train``); no communication.
+    """
     init = jax.jit(jax.vmap(lambda k, h: _strong(runner.init(k, h))))
-    chunk = jax.jit(map_seeds(runner.run_chunk, seeds_per_batch=seeds_per_batch,
-                              in_axes=(0, 0, None)))
+    chunk_fn = map_seeds(runner.run_chunk, seeds_per_batch=seeds_per_batch, in_axes=(0, 0, None))
+    if mesh is not None:
+        from jax.sharding import PartitionSpec as P
+
+        seeds = P(mesh.axis_names[0])
+        chunk_fn = jax.shard_map(chunk_fn, mesh=mesh, in_specs=(seeds, seeds, P()),
+                                 out_specs=seeds, check_vma=False)
+    chunk = jax.jit(chunk_fn)
     fin = jax.jit(jax.vmap(runner.finalize))
     return init, chunk, fin
 
@@ -465,6 +476,7 @@ def run(
     on_chunk: Callable[[int, Any], None] | None = None,
     metadata: Mapping[str, Any] | None = None,
     seeds_per_batch: int | None = None,
+    mesh: Any = None,
 ) -> tuple[Any, Any]:
     """Run ``runner`` for ``S`` seeds chunk by chunk: progress, callbacks, checkpoints, resume.
 
@@ -497,6 +509,11 @@ def run(
       seeds_per_batch: ``None`` vmaps ``run_chunk`` over all seeds; an int runs the seeds in
         groups of that size (:func:`map_seeds`; faster for small networks on a CPU). Not part
         of the run's identity: a run may be resumed with another value.
+      mesh: a ``jax.sharding.Mesh`` (e.g. ``jaxstab.distributed.default_mesh()`` after
+        ``jaxstab.distributed.use_cpu_devices()``): the chunks run with the seeds split over its
+        first axis, one block per device (``S`` must be a multiple of that axis' size);
+        checkpoints hold the carry gathered on one device, so a run may be resumed with or
+        without a mesh. None: one device.
 
     Returns:
       ``(carry, stacked_outputs)``: the final carry (device arrays ``[S, ...]``) and every
@@ -522,7 +539,15 @@ def run(
     _check_inputs(keys, hparams)
     n = runner.num_chunks
     _check_seeds_per_batch(seeds_per_batch)
-    init_fn, chunk_fn, _ = _compiled(runner, seeds_per_batch)
+    if mesh is not None:
+        if not hasattr(mesh, "axis_names") or not hasattr(mesh, "shape"):
+            raise TypeError(f"mesh must be a jax.sharding.Mesh or None, got {type(mesh)}")
+        width = int(mesh.shape[mesh.axis_names[0]])
+        num_seeds = int(jax.tree_util.tree_leaves(keys)[0].shape[0])
+        if num_seeds % width:
+            raise ValueError(f"the number of seeds ({num_seeds}) must be a multiple of the "
+                             f"{width} devices on the mesh axis {mesh.axis_names[0]!r}")
+    init_fn, chunk_fn, _ = _compiled(runner, seeds_per_batch, mesh)
 
     carry_spec, chunk_spec = _specs(runner, _aval_key(keys), _aval_key(hparams))
     # full-size host buffer [S, num_chunks, ...] (constant checkpoint structure)
@@ -589,7 +614,8 @@ def run(
             if ckpt is not None and ((i + 1) % save_every == 0 or i + 1 == n):
                 collect(*pending)
                 pending = None
-                ckpt.save(i + 1, {"carry": carry, "outputs": buffer},
+                saved = carry if mesh is None else jax.device_put(carry, jax.devices()[0])
+                ckpt.save(i + 1, {"carry": saved, "outputs": buffer},
                           metadata={"loop": _FORMAT, "chunks_done": i + 1, "num_chunks": n},
                           force=True)
         if pending is not None:

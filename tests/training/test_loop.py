@@ -319,3 +319,60 @@ def test_run_in_seed_batches_matches_vmapped_run_and_resumes_with_another_batchi
                  on_chunk=stop)
     _, resumed = loop.run(_TOY, keys, hp, progress=False, checkpoint_dir=d, resume=True)
     np.testing.assert_allclose(np.asarray(resumed["x"]), np.asarray(ref_out["x"]), rtol=1e-6)
+
+
+_MESH_SCRIPT = r'''
+import sys
+import jaxstab.distributed as dist
+dist.use_cpu_devices(2)
+import jax, jax.numpy as jnp, numpy as np
+from jaxstab.training import loop
+
+def init(key, hp):
+    return {"x": jnp.zeros((), jnp.float32), "key": key, "t": jnp.zeros((), jnp.int32)}
+
+def run_chunk(c, hp, chunk_index):
+    def step(c, _):
+        x = c["x"] * hp["decay"] + jax.random.normal(jax.random.fold_in(c["key"], c["t"]))
+        return {"x": x, "key": c["key"], "t": c["t"] + 1}, x
+    c, xs = jax.lax.scan(step, c, None, length=3)
+    return c, {"x": xs, "chunk": jnp.full((3,), chunk_index, jnp.int32)}
+
+toy = loop.Runner(init, run_chunk, 4, lambda c, o: c["x"])
+keys = jax.random.split(jax.random.key(0), 4)
+hp = {"decay": jnp.asarray([0.5, 0.9, 0.7, 0.3], jnp.float32)}
+mesh = dist.default_mesh()
+_, ref = loop.run(toy, keys, hp, progress=False)
+carry, out = loop.run(toy, keys, hp, progress=False, mesh=mesh)
+assert len(carry["x"].sharding.device_set) == 2, carry["x"].sharding
+np.testing.assert_allclose(out["x"], ref["x"], rtol=1e-6)
+np.testing.assert_array_equal(out["chunk"], ref["chunk"])
+
+def stop(i, _):
+    if i == 1:
+        raise KeyboardInterrupt
+try:
+    loop.run(toy, keys, hp, progress=False, checkpoint_dir=sys.argv[1], mesh=mesh, on_chunk=stop)
+    raise AssertionError("not interrupted")
+except KeyboardInterrupt:
+    pass
+_, resumed = loop.run(toy, keys, hp, progress=False, checkpoint_dir=sys.argv[1], resume=True)
+np.testing.assert_allclose(resumed["x"], ref["x"], rtol=1e-6)
+try:
+    loop.run(toy, keys[:3], {"decay": hp["decay"][:3]}, progress=False, mesh=mesh)
+    raise AssertionError("3 seeds on 2 devices accepted")
+except ValueError as e:
+    assert "multiple of the 2 devices" in str(e), e
+print("MESH OK")
+'''
+
+
+def test_run_with_seeds_split_over_two_cpu_devices_and_resume_on_one(tmp_path):
+    """``loop.run(mesh=...)`` in a fresh interpreter with 2 CPU devices: equals the one-device
+    run, its checkpoint (interrupted after chunk 1) resumes without a mesh to the same result,
+    and a seed count the devices do not divide is refused."""
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
+    res = subprocess.run([sys.executable, "-c", _MESH_SCRIPT, str(tmp_path / "ck")],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0 and "MESH OK" in res.stdout, res.stderr[-3000:]
