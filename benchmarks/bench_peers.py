@@ -287,12 +287,12 @@ def learning_rows(agg: dict, pairs: Sequence[tuple[tuple, tuple]]) -> list[list[
         if a is None or b is None:
             better = "n/a"
         else:
-            na, nb = len(agg[ours]["final_returns"]), len(agg[peer]["final_returns"])
-            se = float(np.sqrt(a["std"] ** 2 / max(na - 1, 1) + b["std"] ** 2 / max(nb - 1, 1)))
+            two_se = _two_se(np.asarray(agg[ours]["final_returns"], np.float64),
+                             np.asarray(agg[peer]["final_returns"], np.float64))
             diff = a["mean"] - b["mean"]
             better = "yes" if diff > 0 else "NO"
-            if abs(diff) < 2 * se:
-                better += f" (difference {diff:+.1f} within 2 standard errors, {2 * se:.1f})"
+            if abs(diff) < two_se:
+                better += f" (difference {diff:+.1f} within 2 standard errors, {two_se:.1f})"
         label = f"{ours[1]} steps x {ours[2]} seeds"
         if ours[0] != "jaxstab" or peer[0] != "rejax":  # e.g. "jaxstab, groups of 4"
             label += f" ({ours[0]}" + (f" vs {peer[0]})" if peer[0] != "rejax" else ")")

@@ -224,13 +224,9 @@ def use_cpu_devices(n: int | None = None) -> int:
         n = os.cpu_count() or 1
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise ValueError(f"n must be a positive int (number of CPU devices), got {n!r}")
-    try:
-        from jax._src import xla_bridge  # private: only to give a clear error below
+    from jaxstab._platform import _backend_already_initialized
 
-        started = bool(getattr(xla_bridge, "_backends", {}))
-    except Exception:  # pragma: no cover - depends on JAX internals
-        started = False
-    if started:
+    if _backend_already_initialized():
         have = len(jax.devices("cpu"))
         if have != n:
             raise RuntimeError(
