@@ -22,7 +22,8 @@ Two more sections (``--section``):
   (round robin, the order rotated each round) and the minimum time over repetitions is used
   (the least disturbed run on a shared machine; medians are reported alongside). Overhead of a
   stabilizer = ``t(all on) / t(all on but that one) - 1``; the target is under 5%.
-  Results: ``benchmarks/results/bench_ppo_overhead_<platform>.md``.
+  Results: ``benchmarks/results/bench_ppo_overhead_<platform>.md`` (``--seeds 1``) or
+  ``bench_ppo_overhead_<S>seeds_<platform>.md`` (``--seeds S`` vmapped seeds).
 * ``chunked``: one ``jax.jit(jax.vmap(train))`` program against the chunk-by-chunk driver
   ``jaxstab.training.loop.run`` (default chunking, without and with a checkpoint after every
   chunk), same seeds, interleaved repetitions, compile excluded (target: under 3%). Results:
@@ -206,8 +207,12 @@ def stabilizer_section(timesteps: int, seeds: int, repeats: int) -> None:
              "Differences of a few percent are within this shared machine's noise: compare "
              "the median column too. Early stopping masks the steps it skips (they still run), "
              "so it cannot make a run faster.")
-    write_results("bench_ppo_overhead", "PPO on CartPole-v1: overhead of each stabilizer", cols,
-                  rows, notes, extra={"wall_times": times, "cpu_times": cpu})
+    # one file per seed count: the 1-seed table (the reference) is not overwritten by a
+    # many-seed run, which measures a different (compute-bound) regime
+    name = "bench_ppo_overhead" if seeds == 1 else f"bench_ppo_overhead_{seeds}seeds"
+    title = "PPO on CartPole-v1: overhead of each stabilizer" + (
+        "" if seeds == 1 else f" ({seeds} vmapped seeds)")
+    write_results(name, title, cols, rows, notes, extra={"wall_times": times, "cpu_times": cpu})
 
 
 def chunked_section(timesteps: int, seeds: int, repeats: int) -> None:
