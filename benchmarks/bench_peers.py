@@ -480,8 +480,12 @@ def main_table_rows(agg: dict) -> list[list[Any]]:
 
 
 def render(suite: str, quick: bool, p: dict[str, Any], results: list[dict[str, Any]],
-           load0: Sequence[float], load1: Sequence[float], t_start: str, done: int) -> str:
-    """Aggregate ``results`` (runner outputs, in run order) and write the suite's tables."""
+           load0: Sequence[float], load1: Sequence[float], t_start: str, done: int,
+           name: str | None = None) -> str:
+    """Aggregate ``results`` (runner outputs, in run order) and write the suite's tables.
+
+    ``name``: stem of the result files (default ``bench_peers_<suite>[_quick]``).
+    """
     from benchmarks._common import markdown_table, write_results
 
     agg = aggregate(results)
@@ -494,7 +498,7 @@ def render(suite: str, quick: bool, p: dict[str, Any], results: list[dict[str, A
         got = curve_rows(agg, ours, peer)
         if got is not None:
             curves.append((ours, peer, *got))
-    name = f"bench_peers_{suite}" + ("_quick" if quick else "")
+    name = name or (f"bench_peers_{suite}" + ("_quick" if quick else ""))
     figure = curve_figure(agg, p["learn"], os.path.join(ROOT, "benchmarks", "results", "figures",
                                                         f"{name}_curves.png"))
     libs = ("jaxstab", "rejax", "sb3", "sbx")
@@ -570,7 +574,7 @@ def render(suite: str, quick: bool, p: dict[str, Any], results: list[dict[str, A
 
 def run_suite(suite: str, quick: bool, peers_dir: str, repeats: int, timeout: float, *,
               repeats_n: int = 1, sac_big_steps: int = 50_000, seeds_per_batch: int = 0,
-              cpu_devices: int = 0) -> str:
+              cpu_devices: int = 0, name: str | None = None) -> str:
     """Run one suite's jobs interleaved, rewriting the result files after every job."""
     import benchmarks._common  # noqa: F401  (import jaxstab: its XLA_FLAGS reach the children)
 
@@ -593,8 +597,9 @@ def run_suite(suite: str, quick: bool, peers_dir: str, repeats: int, timeout: fl
               f"seeds={job.seeds}: {msg} ({time.perf_counter() - t0:.0f} s wall, load "
               f"{os.getloadavg()[0]:.1f})", flush=True)
         if i + 1 < len(p["jobs"]) and not quick:
-            render(suite, quick, p, results, load0, os.getloadavg(), t_start, i + 1)
-    return render(suite, quick, p, results, load0, os.getloadavg(), t_start, len(p["jobs"]))
+            render(suite, quick, p, results, load0, os.getloadavg(), t_start, i + 1, name)
+    return render(suite, quick, p, results, load0, os.getloadavg(), t_start, len(p["jobs"]),
+                  name)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -621,7 +626,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--rerender", metavar="JSON",
                     help="rebuild the tables of --suite from a results JSON written by this "
                     "script (its raw runner outputs), without running anything")
+    ap.add_argument("--name", metavar="STEM",
+                    help="stem of the result files under benchmarks/results (default "
+                    "bench_peers_<suite>); needs one --suite")
     args = ap.parse_args(argv)
+    if args.name is not None and (args.suite == "all" or not re.fullmatch(r"[\w.-]+", args.name)):
+        raise SystemExit("--name needs --suite sac or --suite ppo and a plain file stem "
+                         f"(letters, digits, '_', '-', '.'), got {args.name!r}")
     if args.rerender:
         if args.suite == "all":
             raise SystemExit("--rerender needs --suite sac or --suite ppo")
@@ -634,7 +645,7 @@ def main(argv: list[str] | None = None) -> None:
         found = re.search(r"\(started ([^)]*)\)", data.get("notes", ""))
         t_start = data.get("t_start") or (found.group(1) if found else data["machine"]["date"])
         render(args.suite, args.quick, p, data["results"], data["load_start"], data["load_end"],
-               t_start, data.get("jobs_done", len(p["jobs"])))
+               t_start, data.get("jobs_done", len(p["jobs"])), args.name)
         return
     peers_dir = os.path.abspath(args.peers_dir)
     if not os.path.isdir(peers_dir):
@@ -644,7 +655,8 @@ def main(argv: list[str] | None = None) -> None:
         run_suite(suite, args.quick, peers_dir, args.repeats, args.timeout,
                   repeats_n=args.repeats_n, sac_big_steps=args.sac_big_steps,
                   seeds_per_batch=(args.sac_seeds_per_batch if suite == "sac"
-                                   else args.ppo_seeds_per_batch), cpu_devices=args.cpu_devices)
+                                   else args.ppo_seeds_per_batch), cpu_devices=args.cpu_devices,
+                  name=args.name)
 
 
 if __name__ == "__main__":
