@@ -236,7 +236,8 @@ def aggregate(results: Sequence[dict[str, Any]]) -> dict[tuple[str, int, int], d
 def ratio_rows(agg: dict, ours_1: tuple, ours_n: tuple, rejax_1: tuple, rejax_n: tuple,
                slow_peers: Sequence[tuple], targets: dict[str, float],
                ours_g: tuple | None = None,
-               extra_pairs: Sequence[tuple[tuple, tuple]] = ()) -> list[list[Any]]:
+               extra_pairs: Sequence[tuple[tuple, tuple]] = (),
+               budget_pairs: Sequence[tuple[tuple, tuple]] = ()) -> list[list[Any]]:
     """Rows ``[comparison, ours steps/s, peer steps/s, ratio, best-of ratio, target, met]``.
 
     Steps/s are medians over repetitions; "best-of ratio" divides the best (highest) steps/s of
@@ -246,8 +247,9 @@ def ratio_rows(agg: dict, ours_1: tuple, ours_n: tuple, rejax_1: tuple, rejax_n:
     ``ours_1``/``rejax_1`` etc. are aggregate keys; ``ours_g`` (optional) the N-seed jaxstab
     run with its seeds in groups, compared with ``rejax_n``; ``extra_pairs`` more N-seed
     ``(ours, peer)`` pairs (e.g. both sides on several CPU devices), each held to the N-seed
-    target; ``slow_peers`` are keys of the reduced-budget peers (SB3, SBX), compared with
-    ``ours_1``. A target of None is informational. Missing or failed entries give a row with
+    target; ``budget_pairs`` N-seed pairs at a second budget (SAC's 50k steps), named with their
+    budget and held to the same target; ``slow_peers`` are keys of the reduced-budget peers
+    (SB3, SBX), compared with ``ours_1``. A target of None is informational. Missing or failed entries give a row with
     ``n/a``.
     """
     rows = []
@@ -270,6 +272,8 @@ def ratio_rows(agg: dict, ours_1: tuple, ours_n: tuple, rejax_1: tuple, rejax_n:
         row(f"{ours_g[0]} vs rejax, {ours_g[2]} seeds", ours_g, rejax_n, targets.get("rejax_n"))
     for a, b in extra_pairs:
         row(f"{a[0]} vs {b[0]}, {a[2]} seeds", a, b, targets.get("rejax_n"))
+    for a, b in budget_pairs:
+        row(f"{a[0]} vs {b[0]}, {a[2]} seeds, {a[1]} steps", a, b, targets.get("rejax_n"))
     for k in slow_peers:
         row(f"vs {k[0]} (1 seed, {k[1]} steps)", ours_1, k, targets.get(k[0]))
     return rows
@@ -410,6 +414,7 @@ def plan(suite: str, quick: bool, repeats: int, *, repeats_n: int = 1,
             jobs += [Job("jaxstab", algo, steps, n, dev), Job("rejax", algo, steps, n, dev)]
         return jobs
 
+    budget: list[tuple[tuple, tuple]] = []  # N-seed pairs at SAC's second budget
     if suite == "sac":
         steps, big, n, slow = ((2_000, 2_000, 2, 1_300) if quick
                                else (20_000, sac_big_steps or 20_000, 8, 3_000))
@@ -426,6 +431,14 @@ def plan(suite: str, quick: bool, repeats: int, *, repeats_n: int = 1,
         learn = [(("jaxstab", steps, n), ("rejax", steps, n))]
         if big != steps:
             learn.append((("jaxstab", big, n), ("rejax", big, n)))
+            budget = [(("jaxstab", big, n), ("rejax", big, n))]
+            if seeds_per_batch > 0:
+                budget.append(((grouped_name(seeds_per_batch), big, n), ("rejax", big, n)))
+            if cpu_devices > 0:
+                ours_big = (f"jaxstab, {cpu_devices} CPU devices", big, n)
+                rejax_big = (f"rejax, {cpu_devices} CPU devices", big, n)
+                budget += [(ours_big, ("rejax", big, n)), (ours_big, rejax_big)]
+                learn.append((ours_big, rejax_big))
         if seeds_per_batch > 0:
             learn.append(((grouped_name(seeds_per_batch), steps, n), ("rejax", steps, n)))
         slow_keys = [("sb3", slow, 1), ("sbx", slow, 1)]
@@ -457,7 +470,8 @@ def plan(suite: str, quick: bool, repeats: int, *, repeats_n: int = 1,
             "rejax_1": ("rejax", steps, 1), "rejax_n": ("rejax", steps, n),
             "ours_g": ((grouped_name(seeds_per_batch), steps, n) if seeds_per_batch > 0
                        else None),
-            "extra_pairs": extra, "slow": slow_keys, "learn": learn + extra[1:],
+            "extra_pairs": extra, "budget_pairs": budget, "slow": slow_keys,
+            "learn": learn + extra[1:],
             "targets": targets}
 
 
@@ -491,7 +505,8 @@ def render(suite: str, quick: bool, p: dict[str, Any], results: list[dict[str, A
     agg = aggregate(results)
     rows = main_table_rows(agg)
     ratios = ratio_rows(agg, p["ours_1"], p["ours_n"], p["rejax_1"], p["rejax_n"], p["slow"],
-                        p["targets"], p.get("ours_g"), p.get("extra_pairs", ()))
+                        p["targets"], p.get("ours_g"), p.get("extra_pairs", ()),
+                        p.get("budget_pairs", ()))
     learning = learning_rows(agg, p["learn"])
     curves = []
     for ours, peer in p["learn"]:
@@ -508,12 +523,8 @@ def render(suite: str, quick: bool, p: dict[str, Any], results: list[dict[str, A
                        None) for lib in libs}
     settings = SAC_SETTINGS if suite == "sac" else PPO_SETTINGS
     notes = "\n\n".join([
-        f"Produced by `python benchmarks/bench_peers.py --suite {suite}"
-        f"{' --quick' if quick else ''}"
-        + (f" --{suite}-seeds-per-batch {p['ours_g'][0].split()[-1]}" if p.get("ours_g") else "")
-        + (f" --cpu-devices {p['extra_pairs'][0][0][0].split()[1]}" if p.get("extra_pairs")
-           else "")
-        + f"` (started {t_start}). Each library runs in its own "
+        f"Jobs started {t_start} (the command is in the header above; a re-rendered file's "
+        "header repeats the original options). Each library runs in its own "
         "process (peers in their own virtual environments, `benchmarks/peers/setup.sh`); jobs "
         "run interleaved (ours, peer, ours, peer, ...), one at a time. Every JAX process gets "
         f"the same XLA_FLAGS (`{os.environ.get('XLA_FLAGS', '')}`, set by `import jaxstab`).",

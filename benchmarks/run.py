@@ -128,9 +128,7 @@ def bench_loop_overhead(quick: bool = False, repeats: int | None = None) -> str:
     steps = 4_000 if quick else 10_000
     scfg = SACConfig(hidden_sizes=(64, 64), total_steps=steps, eval_interval=steps // 10,
                      buffer_size=steps, warmup_steps=1_000)
-    # zero-size carry leaves (stateless SAC's policy state) as placeholders, as jaxstab train
-    work.append(("SAC Pendulum-v1", steps,
-                 runs.without_empty_leaves(sac.make_runner(scfg, env, params)),
+    work.append(("SAC Pendulum-v1", steps, sac.make_runner(scfg, env, params),
                  loop.broadcast_hparams(default_hparams(scfg, 1), seeds)))
 
     rows = []

@@ -795,9 +795,9 @@ def _steps_per_chunk(spec: RunSpec, num_chunks: int) -> int:
 def make_runner(spec: RunSpec, env: Any, env_params: Any) -> Any:
     """``Runner`` of the spec's algorithm (``jaxstab.training.<algo>.make_runner``).
 
-    Zero-size carry leaves (SAC's ``policy_state [num_envs, 0]`` of a stateless actor) are
-    carried as 0-d placeholders (:func:`without_empty_leaves`): orbax refuses to save
-    zero-size arrays.
+    Zero-size carry leaves (SAC's ``policy_state [num_envs, 0]`` of a stateless actor) need no
+    special care: :mod:`jaxstab.checkpoint` leaves them out of the saved arrays and recreates
+    them from the spec on restore.
     """
     if spec.algo == "sac":
         from jaxstab.training import sac as T
@@ -805,53 +805,7 @@ def make_runner(spec: RunSpec, env: Any, env_params: Any) -> Any:
         from jaxstab.training import ppo as T
     if not hasattr(T, "make_runner"):
         return _single_chunk_runner(T.make_train(spec.config, env, env_params))
-    return without_empty_leaves(T.make_runner(spec.config, env, env_params))
-
-
-def without_empty_leaves(runner: Any) -> Any:
-    """The same run with every zero-size leaf of the carry replaced by a 0-d placeholder.
-
-    ``init`` and ``run_chunk`` of the returned runner rebuild the zero-size leaves (their
-    shapes are static) before calling the original functions and replace them again after, so
-    results are unchanged; only what :func:`jaxstab.training.loop.run` checkpoints differs.
-    """
-    import jax
-    import jax.numpy as jnp
-
-    from jaxstab.training.loop import Runner
-
-    def shapes(hparams):
-        return jax.eval_shape(runner.init, jax.random.key(0), hparams)
-
-    def strip(carry):
-        return jax.tree_util.tree_map(
-            lambda x: jnp.zeros((), x.dtype) if x.size == 0 and not jax.dtypes.issubdtype(
-                x.dtype, jax.dtypes.prng_key) else x, carry)
-
-    def fill(carry, spec):
-        return jax.tree_util.tree_map(
-            lambda x, s: jnp.zeros(s.shape, s.dtype) if int(np.prod(s.shape)) == 0 else x,
-            carry, spec)
-
-    memo: dict = {}  # the original carry's ShapeDtypeStructs (static), from the first trace
-
-    def spec(hparams):
-        if "spec" not in memo:
-            memo["spec"] = shapes(hparams)
-        return memo["spec"]
-
-    def init(key, hparams):
-        spec(hparams)
-        return strip(runner.init(key, hparams))
-
-    def run_chunk(carry, hparams, chunk_index):
-        c, out = runner.run_chunk(fill(carry, spec(hparams)), hparams, chunk_index)
-        return strip(c), out
-
-    def finalize(carry, stacked):
-        return runner.finalize(fill(carry, memo["spec"]), stacked)
-
-    return Runner(init, run_chunk, runner.num_chunks, finalize)
+    return T.make_runner(spec.config, env, env_params)
 
 
 def _single_chunk_runner(train: Callable) -> Any:

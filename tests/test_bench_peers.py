@@ -180,6 +180,35 @@ def test_plan_with_cpu_devices_adds_a_sharded_pair_and_compares_it_both_ways():
     assert learn[0][0] == "1000 steps x 4 seeds (jaxstab, 2 CPU devices vs rejax, 2 CPU devices)"
 
 
+def test_sac_second_budget_pairs_are_compared_and_named_with_their_budget():
+    p = bp.plan("sac", quick=False, repeats=1, sac_big_steps=50_000, seeds_per_batch=1,
+                cpu_devices=2)
+    big = [(j.lib, j.extra) for j in p["jobs"] if j.steps == 50_000]
+    assert big == [("jaxstab", ()), ("jaxstab", ("--seeds-per-batch", "1")), ("rejax", ()),
+                   ("jaxstab", ("--cpu-devices", "2")), ("rejax", ("--cpu-devices", "2"))]
+    ours_d, rej_d = ("jaxstab, 2 CPU devices", 50_000, 8), ("rejax, 2 CPU devices", 50_000, 8)
+    assert p["budget_pairs"] == [
+        (("jaxstab", 50_000, 8), ("rejax", 50_000, 8)),
+        (("jaxstab, groups of 1", 50_000, 8), ("rejax", 50_000, 8)),
+        (ours_d, ("rejax", 50_000, 8)), (ours_d, rej_d)]
+    assert (ours_d, rej_d) in p["learn"]
+    assert bp.plan("sac", quick=False, repeats=1, sac_big_steps=0)["budget_pairs"] == []
+    assert bp.plan("ppo", quick=False, repeats=1, cpu_devices=2)["budget_pairs"] == []
+    agg = bp.aggregate([_fake("jaxstab", 50_000, 8, 10.0, [0.0] * 8),
+                        _fake("rejax", 50_000, 8, 16.0, [0.0] * 8),
+                        _fake(ours_d[0], 50_000, 8, 5.0, [0.0] * 8)])
+    rows = bp.ratio_rows(agg, ("jaxstab", 20_000, 1), ("jaxstab", 20_000, 8),
+                         ("rejax", 20_000, 1), ("rejax", 20_000, 8), [], {"rejax_n": 1.5},
+                         budget_pairs=p["budget_pairs"])
+    by = {r[0]: r for r in rows}
+    assert by["jaxstab vs rejax, 8 seeds, 50000 steps"][3:7] == ["1.60x", "1.60x", ">= 1.5x",
+                                                                  "yes"]
+    assert by["jaxstab, 2 CPU devices vs rejax, 8 seeds, 50000 steps"][3] == "3.20x"
+    # a pair with a missing side (the grouped job did not run) is reported, not dropped
+    assert by["jaxstab, groups of 1 vs rejax, 8 seeds, 50000 steps"][1] == "n/a"
+    assert by["jaxstab, 2 CPU devices vs rejax, 2 CPU devices, 8 seeds, 50000 steps"][6] == "n/a"
+
+
 def test_one_seed_repetitions_use_distinct_seeds_and_returns_are_pooled():
     p = bp.plan("sac", quick=False, repeats=3, sac_big_steps=0)
     ones = [j for j in p["jobs"] if j.seeds == 1 and j.lib in ("jaxstab", "rejax")]

@@ -84,11 +84,10 @@ def test_train_writes_a_complete_run_directory(tiny_run):
     assert np.all(last >= 8)
 
 
-@pytest.mark.slow
-def test_killed_run_resumes_to_the_uninterrupted_result(tiny_run, tmp_path):
-    ref_dir, _ = tiny_run
-    out = str(tmp_path / "run")
-    proc = subprocess.Popen([sys.executable, "-m", "jaxstab", *TINY, "--out", out],
+def _train_killed_after_first_checkpoint(args, out):
+    """Start ``jaxstab train *args --out out`` and SIGKILL it as soon as its first checkpoint
+    directory appears. Returns True if it was killed (False: it finished first)."""
+    proc = subprocess.Popen([sys.executable, "-m", "jaxstab", *args, "--out", out],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env(),
                             cwd=ROOT)
     ckpt = os.path.join(out, "checkpoints")
@@ -105,6 +104,14 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tiny_run, tmp_path):
     assert killed or proc.returncode == 0, "the run neither checkpointed nor finished"
     if killed:
         assert not os.path.exists(os.path.join(out, "summary.json"))
+    return killed
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_uninterrupted_result(tiny_run, tmp_path):
+    ref_dir, _ = tiny_run
+    out = str(tmp_path / "run")
+    _train_killed_after_first_checkpoint(TINY, out)
     # resumed with the seeds run one at a time (an execution choice, not part of the run)
     res = jaxstab("train", "--out", out, "--resume", "--no-progress", "--seeds-per-batch", "1")
     assert res.returncode == 0, res.stderr[-3000:]
@@ -120,6 +127,36 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tiny_run, tmp_path):
     res = jaxstab("train", "--out", out, "--resume", "--no-progress")
     assert res.returncode == 0 and "run directory" in res.stdout
     assert len(_metrics(out)) == len(ref)
+
+
+SAC_TINY = ["train", "--algo", "sac", "--env", "Pendulum-v1", "--seeds", "2", "--steps", "1200",
+            "--set", "warmup_steps=300", "--set", "buffer_size=1200", "--set", "batch_size=32",
+            "--set", "hidden_sizes=16,16", "--set", "eval_interval=300", "--no-progress"]
+
+
+@pytest.mark.slow
+def test_killed_sac_run_resumes_to_the_uninterrupted_result(tmp_path):
+    """SAC through the CLI: its carry holds the replay buffer and a zero-size policy state
+    (``[num_envs, 0]`` of the stateless actor), which the checkpoint layer leaves out of the
+    saved arrays and recreates; killed after its first checkpoint and resumed, the run's
+    metrics equal an uninterrupted run's."""
+    ref = str(tmp_path / "ref")
+    res = jaxstab(*SAC_TINY, "--out", ref)
+    assert res.returncode == 0, res.stderr[-3000:]
+    ref_recs = _metrics(ref)
+    assert len(ref_recs) >= 2 and ref_recs[-1]["step"] == 1200
+    out = str(tmp_path / "run")
+    _train_killed_after_first_checkpoint(SAC_TINY, out)
+    res = jaxstab("train", "--out", out, "--resume", "--no-progress")
+    assert res.returncode == 0, res.stderr[-3000:]
+    got = _metrics(out)
+    assert [r["chunk"] for r in got] == [r["chunk"] for r in ref_recs]
+    keys = [k for k, v in ref_recs[-1].items() if isinstance(v, list)]
+    assert {"critic_loss", "alpha"} <= set(keys), keys
+    for a, b in zip(got, ref_recs):
+        for k in keys:
+            np.testing.assert_allclose(np.asarray(a[k], float), np.asarray(b[k], float),
+                                       rtol=1e-5, atol=1e-6, err_msg=k)
 
 
 @pytest.mark.slow
