@@ -54,6 +54,7 @@ ARGS: dict[str, dict[str, list[str] | None]] = {
                            "full": []},
     # peers need their own virtual environments (benchmarks/peers/setup.sh)
     "bench_peers": {"quick": None, "full": ["--suite", "all"]},
+    "bench_replay_capacity": {"quick": None, "full": []},
 }
 BUILTIN = ("loop_overhead",)
 
