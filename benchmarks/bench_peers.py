@@ -249,8 +249,8 @@ def ratio_rows(agg: dict, ours_1: tuple, ours_n: tuple, rejax_1: tuple, rejax_n:
     ``(ours, peer)`` pairs (e.g. both sides on several CPU devices), each held to the N-seed
     target; ``budget_pairs`` N-seed pairs at a second budget (SAC's 50k steps), named with their
     budget and held to the same target; ``slow_peers`` are keys of the reduced-budget peers
-    (SB3, SBX), compared with ``ours_1``. A target of None is informational. Missing or failed entries give a row with
-    ``n/a``.
+    (SB3, SBX), compared with ``ours_1``. A target of None is informational. Missing or failed
+    entries give a row with ``n/a``.
     """
     rows = []
 
