@@ -180,6 +180,31 @@ def _solve_scan(max_iters: int, tol: float, cost, loga, logb, eps):
     return s.u * eps, s.v * eps, s.iterations, error <= tol, error
 
 
+#: sides at least this long get the blocked Gram product in :func:`_gram`
+_GRAM_SPLIT = 128
+
+
+def _gram(a):
+    """``a @ a.T`` for a square-ish ``a [m, n]``, exactly symmetric off the diagonal blocks.
+
+    From ``m >= _GRAM_SPLIT`` rows on, the rows are split in two halves ``a1, a2`` and only
+    ``a1 a1^T``, ``a2 a2^T`` and ``a2 a1^T`` are multiplied (the upper block is the transpose of
+    the lower): 3/4 of the multiply-adds of the full product, which dominates the backward pass
+    (B=256, m=M=128: about 7% faster backward on a 2-core CPU; one split measured better than
+    two). Below the threshold one product is cheaper than three.
+    """
+    m = a.shape[0]
+    if m < _GRAM_SPLIT:
+        return jnp.matmul(a, a.T, precision=_HIGHEST)
+    h = m // 2
+    a1, a2 = a[:h], a[h:]
+    g11 = jnp.matmul(a1, a1.T, precision=_HIGHEST)
+    g22 = jnp.matmul(a2, a2.T, precision=_HIGHEST)
+    g21 = jnp.matmul(a2, a1.T, precision=_HIGHEST)
+    return jnp.concatenate([jnp.concatenate([g11, g21.T], axis=1),
+                            jnp.concatenate([g21, g22], axis=1)], axis=0)
+
+
 def _schur_solve(p, r, c, z1, z2):
     """Solve [[D_r, P], [P^T, D_c]] [x1; x2] = [z1; z2] (consistent part), eliminating x2.
 
@@ -196,8 +221,7 @@ def _schur_solve(p, r, c, z1, z2):
     rhs = inv_sr * (z1 - jnp.matmul(p, z2 / c, precision=_HIGHEST))
     vec = sr / jnp.sqrt(jnp.sum(r))
     rhs = rhs - vec * jnp.dot(vec, rhs, precision=_HIGHEST)
-    k_mat = (jnp.eye(m, dtype=p.dtype) - jnp.matmul(a_mat, a_mat.T, precision=_HIGHEST)
-             + vec[:, None] * vec[None, :])
+    k_mat = jnp.eye(m, dtype=p.dtype) - _gram(a_mat) + vec[:, None] * vec[None, :]
     chol = jnp.linalg.cholesky(k_mat)
     y = jax.scipy.linalg.solve_triangular(chol, rhs, lower=True)
     x = jax.scipy.linalg.solve_triangular(chol, y, lower=True, trans=1)

@@ -400,3 +400,39 @@ def test_traced_epsilon_is_not_concretized():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         sinkhorn(cost, a, b, 0.2)
+
+
+@pytest.mark.parametrize("m,n", [(8, 8), (127, 30), (128, 128), (129, 64), (200, 150)])
+def test_blocked_gram_equals_the_full_product_and_is_symmetric(m, n):
+    from jaxstab.ops.sinkhorn import _GRAM_SPLIT, _gram
+
+    a = np.random.default_rng(m + n).random((m, n)).astype(np.float32)
+    g = np.asarray(jax.jit(_gram)(jnp.asarray(a)))
+    ref = a.astype(np.float64) @ a.astype(np.float64).T
+    assert g.shape == (m, m)
+    np.testing.assert_allclose(g, ref, rtol=2e-6, atol=1e-6 * np.abs(ref).max())
+    if m >= _GRAM_SPLIT:  # the upper block is the transpose of the lower one, exactly
+        assert np.array_equal(g, g.T) or np.array_equal(g[: m // 2, m // 2:],
+                                                       g[m // 2:, : m // 2].T)
+
+
+def test_implicit_gradient_with_the_blocked_gram_equals_the_unblocked_one(monkeypatch):
+    import importlib
+
+    S = importlib.import_module("jaxstab.ops.sinkhorn")
+    rng = np.random.default_rng(0)
+    m = S._GRAM_SPLIT  # the smallest size that takes the blocked path
+    cost = jnp.asarray(rng.random((2, m, m)), jnp.float32)
+    a = jnp.asarray(rng.random((2, m)) + 0.5, jnp.float32)
+    b = jnp.asarray(rng.random((2, m)) + 0.5, jnp.float32)
+    w = jnp.asarray(rng.standard_normal((2, m, m)), jnp.float32)
+
+    def grads():
+        return np.asarray(jax.jit(jax.grad(
+            lambda c: jnp.sum(w * S.sinkhorn(c, a, b, 0.1).plan)))(cost))
+
+    blocked = grads()
+    monkeypatch.setattr(S, "_GRAM_SPLIT", 10 ** 9)
+    full = grads()
+    assert np.all(np.isfinite(blocked))
+    np.testing.assert_allclose(blocked, full, rtol=1e-4, atol=1e-5 * np.abs(full).max())
