@@ -512,8 +512,8 @@ def run(
       mesh: a ``jax.sharding.Mesh`` (e.g. ``jaxstab.distributed.default_mesh()`` after
         ``jaxstab.distributed.use_cpu_devices()``): the chunks run with the seeds split over its
         first axis, one block per device (``S`` must be a multiple of that axis' size);
-        checkpoints hold the carry gathered on one device, so a run may be resumed with or
-        without a mesh. None: one device.
+        checkpoints hold the carry as host arrays (the shards gathered), so a run may be
+        resumed with or without a mesh. None: one device.
 
     Returns:
       ``(carry, stacked_outputs)``: the final carry (device arrays ``[S, ...]``) and every
@@ -614,8 +614,10 @@ def run(
             if ckpt is not None and ((i + 1) % save_every == 0 or i + 1 == n):
                 collect(*pending)
                 pending = None
-                saved = carry if mesh is None else jax.device_put(carry, jax.devices()[0])
-                ckpt.save(i + 1, {"carry": saved, "outputs": buffer},
+                # a carry sharded over a mesh is saved as is: the checkpointer copies every
+                # leaf to one host array (np.asarray gathers the shards), so the checkpoint is
+                # the same with or without a mesh and no device-side gather is needed
+                ckpt.save(i + 1, {"carry": carry, "outputs": buffer},
                           metadata={"loop": _FORMAT, "chunks_done": i + 1, "num_chunks": n},
                           force=True)
         if pending is not None:
