@@ -129,8 +129,8 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tiny_run, tmp_path):
     assert len(_metrics(out)) == len(ref)
 
 
-SAC_TINY = ["train", "--algo", "sac", "--env", "Pendulum-v1", "--seeds", "2", "--steps", "1200",
-            "--set", "warmup_steps=300", "--set", "buffer_size=1200", "--set", "batch_size=32",
+SAC_TINY = ["train", "--algo", "sac", "--env", "Pendulum-v1", "--seeds", "2", "--steps", "3000",
+            "--set", "warmup_steps=300", "--set", "buffer_size=3000", "--set", "batch_size=32",
             "--set", "hidden_sizes=16,16", "--set", "eval_interval=300", "--no-progress"]
 
 
@@ -144,9 +144,11 @@ def test_killed_sac_run_resumes_to_the_uninterrupted_result(tmp_path):
     res = jaxstab(*SAC_TINY, "--out", ref)
     assert res.returncode == 0, res.stderr[-3000:]
     ref_recs = _metrics(ref)
-    assert len(ref_recs) >= 2 and ref_recs[-1]["step"] == 1200
+    assert len(ref_recs) == 10 and ref_recs[-1]["step"] == 3000
     out = str(tmp_path / "run")
-    _train_killed_after_first_checkpoint(SAC_TINY, out)
+    # 10 chunks of 300 steps, a checkpoint after each: killed long before the last one
+    assert _train_killed_after_first_checkpoint(SAC_TINY, out), "the run was not interrupted"
+    assert len(_metrics(out)) < 10
     res = jaxstab("train", "--out", out, "--resume", "--no-progress")
     assert res.returncode == 0, res.stderr[-3000:]
     got = _metrics(out)

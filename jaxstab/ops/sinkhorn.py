@@ -185,7 +185,8 @@ _GRAM_SPLIT = 128
 
 
 def _gram(a):
-    """``a @ a.T`` for a square-ish ``a [m, n]``, exactly symmetric off the diagonal blocks.
+    """``a @ a.T`` for ``a [m, n]`` (from the split on, the off-diagonal blocks are exact
+    transposes of each other).
 
     From ``m >= _GRAM_SPLIT`` rows on, the rows are split in two halves ``a1, a2`` and only
     ``a1 a1^T``, ``a2 a2^T`` and ``a2 a1^T`` are multiplied (the upper block is the transpose of
