@@ -108,6 +108,25 @@ class Job:
                 *self.extra]
 
 
+def last_json_with(stdout: str, key: str) -> dict[str, Any] | None:
+    """The last stdout line that is a JSON object holding ``key`` (None if there is none).
+
+    Runners print one such result line; libraries may print warnings (even JSON-ish text)
+    before it.
+    """
+    for line in reversed(stdout.strip().splitlines()):
+        line = line.strip()
+        if not line.startswith("{"):
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(obj, dict) and key in obj:
+            return obj
+    return None
+
+
 def parse_result_line(stdout: str) -> dict[str, Any]:
     """The runner's result: the last stdout line that is a JSON object with a ``"peer"`` key.
 
@@ -120,24 +139,17 @@ def parse_result_line(stdout: str) -> dict[str, Any]:
     Raises:
       ValueError: if no such line exists or required keys are missing.
     """
-    for line in reversed(stdout.strip().splitlines()):
-        line = line.strip()
-        if not line.startswith("{"):
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(obj, dict) and "peer" in obj:
-            missing = {"steps", "seeds", "run_s", "steps_per_s", "final_returns"} - set(obj)
-            if missing:
-                raise ValueError(f"runner result lacks keys {sorted(missing)}: {line[:200]}")
-            if len(obj["final_returns"]) != obj["seeds"]:
-                raise ValueError(f"final_returns has {len(obj['final_returns'])} entries for "
-                                 f"{obj['seeds']} seeds")
-            return obj
-    raise ValueError("no JSON result line with a 'peer' key in the runner's output:\n"
-                     + stdout[-1000:])
+    obj = last_json_with(stdout, "peer")
+    if obj is None:
+        raise ValueError("no JSON result line with a 'peer' key in the runner's output:\n"
+                         + stdout[-1000:])
+    missing = {"steps", "seeds", "run_s", "steps_per_s", "final_returns"} - set(obj)
+    if missing:
+        raise ValueError(f"runner result lacks keys {sorted(missing)}: {json.dumps(obj)[:200]}")
+    if len(obj["final_returns"]) != obj["seeds"]:
+        raise ValueError(f"final_returns has {len(obj['final_returns'])} entries for "
+                         f"{obj['seeds']} seeds")
+    return obj
 
 
 def peer_python(lib: str, peers_dir: str) -> str:

@@ -20,7 +20,6 @@ Results: ``benchmarks/results/bench_replay_capacity_<platform>.md``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -32,7 +31,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from benchmarks._common import write_results  # noqa: E402  (applies the CPU guard first)
-from benchmarks.bench_peers import PEERS_DIR_DEFAULT, peer_python  # noqa: E402
+from benchmarks.bench_peers import (  # noqa: E402
+    PEERS_DIR_DEFAULT, last_json_with, peer_python)
 
 RUNNER = os.path.join(ROOT, "benchmarks", "peers", "replay_sample.py")
 CAPACITIES = (20_000, 50_000, 131_072, 1_000_000)
@@ -44,16 +44,10 @@ def parse_line(stdout: str) -> dict:
     Raises:
       ValueError: if there is none.
     """
-    for line in reversed(stdout.strip().splitlines()):
-        line = line.strip()
-        if line.startswith("{"):
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(obj, dict) and "replay" in obj and "us_per_step" in obj:
-                return obj
-    raise ValueError(f"no result line in the runner's output: {stdout[-500:]!r}")
+    obj = last_json_with(stdout, "replay")
+    if obj is None or "us_per_step" not in obj:
+        raise ValueError(f"no result line in the runner's output: {stdout[-500:]!r}")
+    return obj
 
 
 def run_one(lib: str, peers_dir: str, capacities, seeds: int, iters: int,
