@@ -2,9 +2,16 @@
 
 ``jaxstab.training.loop.map_seeds(train, seeds_per_batch=B)`` computes the same result as
 ``jax.vmap(train)`` but runs the seeds in groups of ``B`` (a ``lax.map`` over groups inside the
-compiled program). On a CPU the small networks of RL can run faster that way (our guess at
-the cause, not verified: one wide vmap multiplies every activation by the number of seeds and
-the working set outgrows the caches). This script measures it on the peer-benchmark workloads:
+compiled program). On a CPU the small networks of RL can run faster that way; by how much
+varies from run to run on a shared machine (SAC, 8 seeds: from 1.03x to 1.30x in groups of 1).
+The cause is not established. Scratch measurements (2-core Intel Xeon, 8 SAC seeds, not
+committed): the extra cost of one vmap sat in the update steps (+20% per seed against a loop
+over seeds) and not in the warm-up steps (acting, environment, replay writes: equal), though a
+later 6k-step run found the whole gap at only 9%; the replay buffer is not it (add + sample cost
+9-11 us per seed-step under vmap at every capacity from 2k to 50k); a single dense layer's
+forward product costs 1.2-1.3x more per seed as a batched product, but its forward + backward
+costs less (0.8x); running only the SAC update as a loop under vmap (a custom batching rule)
+recovered 2 of the 9%. This script measures the effect on the peer-benchmark workloads:
 
 * SAC, Pendulum-v1, 64x64 networks, batch 256, one gradient step per environment step,
   ``--sac-seeds`` seeds (default 8) for ``--sac-steps`` steps (settings of
