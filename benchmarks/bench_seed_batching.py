@@ -11,7 +11,9 @@ later 6k-step run found the whole gap at only 9%; the replay buffer is not it (a
 9-11 us per seed-step under vmap at every capacity from 2k to 50k); a single dense layer's
 forward product costs 1.2-1.3x more per seed as a batched product, but its forward + backward
 costs less (0.8x); running only the SAC update as a loop under vmap (a custom batching rule)
-recovered 2 of the 9%. This script measures the effect on the peer-benchmark workloads:
+recovered 2 of the 9%; a minimal hand-written SAC update (no metrics, no guards) loses as much
+per seed under vmap (+13-23%) as jaxstab's, so the effect is not specific to jaxstab's code.
+This script measures the effect on the peer-benchmark workloads:
 
 * SAC, Pendulum-v1, 64x64 networks, batch 256, one gradient step per environment step,
   ``--sac-seeds`` seeds (default 8) for ``--sac-steps`` steps (settings of
