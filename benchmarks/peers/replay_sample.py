@@ -78,11 +78,10 @@ def time_steps(lib: str, capacity: int, iters: int, repeats: int,
     import jax.numpy as jnp
 
     buf, step, rule = (_jaxstab_step if lib == "jaxstab" else _rejax_step)(capacity)
-    keys = jax.random.split(jax.random.key(0), iters)
+    keys = jax.random.split(jax.random.key(0), (iters, seeds) if seeds > 1 else iters)
     if seeds > 1:
         buf = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (seeds,) + jnp.shape(x)),
                                      buf)
-        keys = jax.random.split(jax.random.key(0), (iters, seeds))
         step = jax.vmap(step)
     run = jax.jit(lambda b, ks: jax.lax.scan(step, b, ks)[1])
     compiled = run.lower(buf, keys).compile()
@@ -106,12 +105,13 @@ def main() -> None:
     args = ap.parse_args()
     if args.seeds < 1:
         raise SystemExit(f"--seeds must be >= 1, got {args.seeds}")
+    if min(args.capacities) < BATCH:  # before any timing, not after the valid ones ran
+        raise SystemExit(f"--capacities: every capacity must be >= {BATCH}, got "
+                         f"{min(args.capacities)}")
     if args.lib == "jaxstab":
         import jaxstab  # noqa: F401  (the CPU guard and XLA flags, as in the SAC runs)
     out, rule = {}, ""
     for cap in args.capacities:
-        if cap < BATCH:
-            raise SystemExit(f"--capacities: every capacity must be >= {BATCH}, got {cap}")
         out[str(cap)], rule = time_steps(args.lib, cap, args.iters, args.repeats, args.seeds)
     print(json.dumps({"replay": args.lib, "version": md.version(args.lib), "seeds": args.seeds,
                       "jax": md.version("jax"), "us_per_step": out, "sampling": rule}))
