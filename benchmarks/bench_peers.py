@@ -445,7 +445,9 @@ def plan(suite: str, quick: bool, repeats: int, *, repeats_n: int = 1,
             learn.append((("jaxstab", big, n), ("rejax", big, n)))
             budget = [(("jaxstab", big, n), ("rejax", big, n))]
             if seeds_per_batch > 0:
-                budget.append(((grouped_name(seeds_per_batch), big, n), ("rejax", big, n)))
+                grouped_big = (grouped_name(seeds_per_batch), big, n)
+                budget.append((grouped_big, ("rejax", big, n)))
+                learn.append((grouped_big, ("rejax", big, n)))
             if cpu_devices > 0:
                 ours_big = (f"jaxstab, {cpu_devices} CPU devices", big, n)
                 rejax_big = (f"rejax, {cpu_devices} CPU devices", big, n)

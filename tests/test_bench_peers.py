@@ -192,6 +192,9 @@ def test_sac_second_budget_pairs_are_compared_and_named_with_their_budget():
         (("jaxstab, groups of 1", 50_000, 8), ("rejax", 50_000, 8)),
         (ours_d, ("rejax", 50_000, 8)), (ours_d, rej_d)]
     assert (ours_d, rej_d) in p["learn"]
+    # every second-budget pair against rejax on one device has its learning row too
+    assert (("jaxstab, groups of 1", 50_000, 8), ("rejax", 50_000, 8)) in p["learn"]
+    assert (("jaxstab", 50_000, 8), ("rejax", 50_000, 8)) in p["learn"]
     assert bp.plan("sac", quick=False, repeats=1, sac_big_steps=0)["budget_pairs"] == []
     assert bp.plan("ppo", quick=False, repeats=1, cpu_devices=2)["budget_pairs"] == []
     agg = bp.aggregate([_fake("jaxstab", 50_000, 8, 10.0, [0.0] * 8),

@@ -73,3 +73,21 @@ def test_real_tiny_run_of_the_jaxstab_runner():
          "--lib", "jaxstab", "--capacities", "100"], capture_output=True, text=True,
         timeout=300, cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT})
     assert bad.returncode != 0 and "every capacity must be >= 256" in bad.stderr
+
+
+def test_sac_step_scale_follows_the_sac_results_file(tmp_path):
+    rows = [{"peer": "rejax", "seeds": 1, "steps": 20000, "steps_per_s": 1000.0},
+            {"peer": "jaxstab", "seeds": 8, "steps": 20000, "steps_per_s": 1500.0},
+            {"peer": "jaxstab", "seeds": 1, "steps": 20000, "steps_per_s": 2000.0}]
+    (tmp_path / "bench_peers_sac_20k50k_cpu.json").write_text(json.dumps({"results": rows}))
+    text = br.sac_step_scale("cpu", str(tmp_path))
+    assert "500 us" in text and "2000 steps/s" in text  # 1e6 / 2000, jaxstab's 1-seed row
+    assert br.sac_step_scale("gpu", str(tmp_path)) == ""  # no file for that platform
+    (tmp_path / "bench_peers_sac_20k50k_cpu.json").write_text("{not json")
+    assert br.sac_step_scale("cpu", str(tmp_path)) == ""
+
+
+@pytest.mark.parametrize("flag", ["--calls", "--repeats", "--iters"])
+def test_main_refuses_counts_below_one_before_running_anything(flag):
+    with pytest.raises(SystemExit, match="--calls"):
+        br.main([flag, "0", "--peers-dir", "/nonexistent-peers"])
