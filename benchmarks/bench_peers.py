@@ -507,13 +507,29 @@ def main_table_rows(agg: dict) -> list[list[Any]]:
     return rows
 
 
+def flags_note(xla_flags: str) -> str:
+    """Say which XLA_FLAGS every JAX process ran with and whether jaxstab's CPU guard was on."""
+    from jaxstab._platform import CPU_SCHEDULER_FLAG, OPT_OUT_ENV
+
+    if f"{CPU_SCHEDULER_FLAG}=false" in xla_flags:
+        which = ("jaxstab's CPU-scheduler guard on (set by `import jaxstab`, its default): XLA's "
+                 "concurrency-optimized CPU scheduler is off for every library")
+    else:
+        which = (f"jaxstab's CPU-scheduler guard off (`{OPT_OUT_ENV}=0`): every library runs "
+                 "with XLA's default concurrency-optimized CPU scheduler")
+    return f"Every JAX process gets the same XLA_FLAGS (`{xla_flags}`): {which}."
+
+
 def render(suite: str, quick: bool, p: dict[str, Any], results: list[dict[str, Any]],
            load0: Sequence[float], load1: Sequence[float], t_start: str, done: int,
-           name: str | None = None) -> str:
+           name: str | None = None, xla_flags: str | None = None) -> str:
     """Aggregate ``results`` (runner outputs, in run order) and write the suite's tables.
 
-    ``name``: stem of the result files (default ``bench_peers_<suite>[_quick]``).
+    ``name``: stem of the result files (default ``bench_peers_<suite>[_quick]``);
+    ``xla_flags``: the ``XLA_FLAGS`` the jobs ran with (default: this process's).
     """
+    if xla_flags is None:
+        xla_flags = os.environ.get("XLA_FLAGS", "")
     from benchmarks._common import markdown_table, write_results
 
     agg = aggregate(results)
@@ -540,8 +556,7 @@ def render(suite: str, quick: bool, p: dict[str, Any], results: list[dict[str, A
         f"Jobs started {t_start} (the command is in the header above; a re-rendered file's "
         "header repeats the original options). Each library runs in its own "
         "process (peers in their own virtual environments, `benchmarks/peers/setup.sh`); jobs "
-        "run interleaved (ours, peer, ours, peer, ...), one at a time. Every JAX process gets "
-        f"the same XLA_FLAGS (`{os.environ.get('XLA_FLAGS', '')}`, set by `import jaxstab`).",
+        "run interleaved (ours, peer, ours, peer, ...), one at a time. " + flags_note(xla_flags),
         settings,
         "Compile time is measured separately (`lower().compile()`"
         + ("; for SBX: a throw-away model's first 1300 steps, which includes jit compilation"
@@ -594,6 +609,7 @@ def render(suite: str, quick: bool, p: dict[str, Any], results: list[dict[str, A
                                             "verdict": v} for o, q, rows, v in curves],
                                 "load_start": list(load0), "load_end": list(load1),
                                 "suite": suite, "quick": quick, "t_start": t_start,
+                                "xla_flags": xla_flags,
                                 "jobs_done": done, "jobs_planned": len(p["jobs"])})
 
 
@@ -670,7 +686,8 @@ def main(argv: list[str] | None = None) -> None:
         found = re.search(r"\(started ([^)]*)\)", data.get("notes", ""))
         t_start = data.get("t_start") or (found.group(1) if found else data["machine"]["date"])
         render(args.suite, args.quick, p, data["results"], data["load_start"], data["load_end"],
-               t_start, data.get("jobs_done", len(p["jobs"])), args.name)
+               t_start, data.get("jobs_done", len(p["jobs"])), args.name,
+               xla_flags=data.get("xla_flags", data["machine"].get("xla_flags", "")))
         return
     peers_dir = os.path.abspath(args.peers_dir)
     if not os.path.isdir(peers_dir):

@@ -321,3 +321,12 @@ def test_results_header_command_has_no_machine_paths():
     assert cmd == ("python benchmarks/bench_peers.py --peers-dir DIR --out benchmarks/results "
                    "--repeats 2")
     assert os.sep + "tmp" not in cmd and root not in cmd
+
+
+def test_flags_note_says_whether_the_cpu_scheduler_guard_was_on():
+    on = bp.flags_note("--xla_cpu_enable_concurrency_optimized_scheduler=false")
+    off = bp.flags_note("")
+    assert "guard on" in on and "guard off" not in on
+    assert "guard off" in off and "JAXSTAB_CPU_SCHEDULER_WORKAROUND=0" in off
+    # a user's explicit =true is also the XLA default scheduler
+    assert "guard off" in bp.flags_note("--xla_cpu_enable_concurrency_optimized_scheduler=true")

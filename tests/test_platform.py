@@ -141,3 +141,53 @@ def test_jaxstab_networks_use_no_lapack_at_init():
 
     qr_hlo = jax.jit(jax.vmap(lambda k: nn.initializers.orthogonal()(k, (8, 8)))).lower(keys).as_text()
     assert "custom_call" in qr_hlo
+
+
+def _lapack_calls(fn, *args) -> set[str]:
+    """Names of the LAPACK custom calls in the lowered program of ``jax.jit(fn)(*args)``."""
+    import re
+
+    import jax
+
+    return set(re.findall(r"lapack_\w+", jax.jit(fn).lower(*args).as_text()))
+
+
+def test_vmapped_training_programs_call_no_lapack_except_irt():
+    """The hang needs batched LAPACK kernels; jaxstab's PPO and SAC programs contain none.
+
+    This is what makes ``JAXSTAB_CPU_SCHEDULER_WORKAROUND=0`` (XLA's faster default CPU
+    scheduler, README "CPU scheduler guard") safe for them. The SAC+IRT actor is the documented
+    exception: its Sinkhorn backward solves with Cholesky (LAPACK potrf/trsm).
+    """
+    import gymnax
+    import jax
+
+    from jaxstab.agents.ppo.ppo import PPOConfig, ppo_hparams
+    from jaxstab.agents.sac import IRTConfig, SACConfig, default_hparams
+    from jaxstab.envs import make
+    from jaxstab.training.ppo import make_train as make_ppo_train
+    from jaxstab.training.sac import make_train as make_sac_train
+
+    keys = jax.random.split(jax.random.key(0), 2)
+
+    def sac_calls(cfg, env, env_params, n_actions):
+        hp = default_hparams(cfg, n_actions)
+        return _lapack_calls(jax.vmap(make_sac_train(cfg, env, env_params), (0, None)), keys, hp)
+
+    small = dict(hidden_sizes=(8,), batch_size=4, buffer_size=64, warmup_steps=8,
+                 total_steps=16, eval_interval=16, eval_episodes=1)
+    pend, pend_params = gymnax.make("Pendulum-v1")
+    for critic in ("mse", "quantile"):
+        assert sac_calls(SACConfig(critic=critic, **small), pend, pend_params, 1) == set(), critic
+    for name, kind in (("CartPole-v1", "discrete"), ("Pendulum-v1", "tanh_gaussian")):
+        env, env_params = gymnax.make(name)
+        cfg = PPOConfig(num_envs=2, num_steps=8, num_minibatches=2, num_epochs=1,
+                        total_timesteps=32, hidden_sizes=(8,), policy_kind=kind)
+        calls = _lapack_calls(jax.vmap(make_ppo_train(cfg, env, env_params), (0, None)), keys,
+                              ppo_hparams())
+        assert calls == set(), name
+    port, port_params = make("portfolio")
+    n = port.action_space(port_params).shape[0]
+    irt = SACConfig(actor="irt", policy="projected_gaussian", **small,
+                    irt=IRTConfig(num_tokens=2, token_dim=4, num_prototypes=3))
+    assert sac_calls(irt, port, port_params, n), "IRT no longer calls LAPACK: update the README"
