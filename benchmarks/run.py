@@ -55,6 +55,7 @@ ARGS: dict[str, dict[str, list[str] | None]] = {
     # peers need their own virtual environments (benchmarks/peers/setup.sh)
     "bench_peers": {"quick": None, "full": ["--suite", "all"]},
     "bench_replay_capacity": {"quick": None, "full": []},
+    "bench_cpu_scheduler": {"quick": None, "full": []},
 }
 BUILTIN = ("loop_overhead",)
 

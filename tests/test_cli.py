@@ -243,7 +243,8 @@ def test_bench_lists_every_benchmark_script():
                      if (f.startswith("bench_") or f.startswith("check_")) and f.endswith(".py"))
     for name in scripts + ["loop_overhead"]:
         # the scripts that run peers (their own environments) are in the full suite only
-        assert f"== {name}:" in res.stdout or name in ("bench_peers", "bench_replay_capacity")
+        assert f"== {name}:" in res.stdout or name in ("bench_peers", "bench_replay_capacity",
+                                                        "bench_cpu_scheduler")
     res = jaxstab("bench", "--suite", "nope", timeout=120)
     assert res.returncode == 2
 

@@ -1,0 +1,139 @@
+"""What jaxstab's CPU-scheduler guard costs: jaxstab and rejax with the guard on and off.
+
+``import jaxstab`` turns XLA's concurrency-optimized CPU scheduler off (the guard against the
+jax 0.10.2 CPU hang, README "Platform note"). That scheduler runs independent parts of one
+program on several cores at once, so switching it off costs speed. This script runs the
+``bench_peers`` runners (PPO on CartPole-v1, SAC on Pendulum-v1, many seeds in one vmap, short
+budgets) for jaxstab and rejax in subprocesses with the guard on
+(``XLA_FLAGS=--xla_cpu_enable_concurrency_optimized_scheduler=false``) and off
+(``JAXSTAB_CPU_SCHEDULER_WORKAROUND=0``, XLA's default scheduler), interleaved
+(for each repetition and job: guard on, guard off), and tabulates steps/s, the off/on speed-up of
+each library and the jaxstab/rejax ratio under each setting (medians over repetitions).
+
+Usage: ``python benchmarks/bench_cpu_scheduler.py [--peers-dir DIR] [--repeats R]
+[--ppo-steps N] [--sac-steps N]``. Results: ``benchmarks/results/bench_cpu_scheduler_<platform>.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from typing import Any, Sequence
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from benchmarks._common import write_results  # noqa: E402  (imports jaxstab first)
+from benchmarks.bench_peers import PEERS_DIR_DEFAULT, Job, peer_python, run_job  # noqa: E402
+from jaxstab._platform import CPU_SCHEDULER_FLAG, OPT_OUT_ENV  # noqa: E402
+
+SETTINGS = {  # name -> environment overrides of the child process
+    "guard on": {"XLA_FLAGS": f"{CPU_SCHEDULER_FLAG}=false", OPT_OUT_ENV: "1"},
+    "guard off": {"XLA_FLAGS": "", OPT_OUT_ENV: "0"},
+}
+
+
+def jobs(ppo_steps: int, sac_steps: int, ppo_seeds: int = 16, sac_seeds: int = 8) -> list[Job]:
+    """The runner jobs, jaxstab before rejax for each algorithm (0 steps: leave it out)."""
+    out = []
+    if ppo_steps:
+        out += [Job(lib, "ppo", ppo_steps, ppo_seeds) for lib in ("jaxstab", "rejax")]
+    if sac_steps:
+        out += [Job(lib, "sac", sac_steps, sac_seeds) for lib in ("jaxstab", "rejax")]
+    return out
+
+
+def table(results: Sequence[dict[str, Any]]) -> list[list[Any]]:
+    """Rows ``[algo, seeds, steps, library, on steps/s, off steps/s, off/on]`` and, per algorithm,
+    ``[algo, seeds, steps, "jaxstab / rejax", ratio on, ratio off, ""]`` (medians over repetitions).
+
+    ``results``: dicts with ``algo``, ``seeds``, ``steps``, ``lib``, ``setting`` (a key of
+    :data:`SETTINGS`) and ``steps_per_s``; failed runs (no ``steps_per_s``) are left out.
+    """
+    med: dict[tuple, float] = {}
+    groups: dict[tuple, list[float]] = {}
+    for r in results:
+        if r.get("steps_per_s") is None:
+            continue
+        groups.setdefault((r["algo"], r["seeds"], r["steps"], r["lib"], r["setting"]),
+                          []).append(float(r["steps_per_s"]))
+    for k, v in groups.items():
+        med[k] = float(np.median(v))
+    rows: list[list[Any]] = []
+    cases = sorted({k[:3] for k in med}, key=lambda c: (c[0] != "ppo", c))
+    for algo, seeds, steps in cases:
+        for lib in ("jaxstab", "rejax"):
+            on = med.get((algo, seeds, steps, lib, "guard on"))
+            off = med.get((algo, seeds, steps, lib, "guard off"))
+            if on is None and off is None:
+                continue
+            rows.append([algo, seeds, steps, lib, "-" if on is None else round(on),
+                         "-" if off is None else round(off),
+                         f"{off / on:.2f}x" if on and off else "-"])
+        ratios = []
+        for setting in ("guard on", "guard off"):
+            a = med.get((algo, seeds, steps, "jaxstab", setting))
+            b = med.get((algo, seeds, steps, "rejax", setting))
+            ratios.append(f"{a / b:.2f}x" if a and b else "-")
+        rows.append([algo, seeds, steps, "jaxstab / rejax", *ratios, ""])
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--peers-dir", default=PEERS_DIR_DEFAULT,
+                    help="directory holding the peer venvs made by benchmarks/peers/setup.sh")
+    ap.add_argument("--repeats", type=int, default=2, help="interleaved repetitions")
+    ap.add_argument("--ppo-steps", type=int, default=61_440,
+                    help="PPO steps per seed (multiple of 512; 0 leaves PPO out)")
+    ap.add_argument("--sac-steps", type=int, default=6_000,
+                    help="SAC steps per seed (>= 2000, multiple of 10; 0 leaves SAC out)")
+    ap.add_argument("--timeout", type=float, default=1800.0, help="seconds per job")
+    args = ap.parse_args(argv)
+    if args.repeats < 1 or args.ppo_steps < 0 or args.sac_steps < 0:
+        raise SystemExit("--repeats must be >= 1 and --ppo-steps / --sac-steps >= 0")
+    if not (args.ppo_steps or args.sac_steps):
+        raise SystemExit("--ppo-steps and --sac-steps are both 0: nothing to run")
+    peers_dir = os.path.abspath(args.peers_dir)
+    peer_python("rejax", peers_dir)  # fail early with the setup hint
+    results, load0 = [], os.getloadavg()
+    for r in range(args.repeats):
+        for job in jobs(args.ppo_steps, args.sac_steps):
+            for setting, env in SETTINGS.items():
+                t0 = time.perf_counter()
+                res = run_job(job, peers_dir, timeout=args.timeout, env=env)
+                res.update(lib=job.lib, algo=job.algo, steps=job.steps, seeds=job.seeds,
+                           setting=setting, rep=r)
+                results.append(res)
+                rate = res.get("steps_per_s")
+                print(f"[bench_cpu_scheduler] rep {r + 1} {job.lib} {job.algo} {setting}: "
+                      f"{'%.0f steps/s' % rate if rate else res.get('error')} "
+                      f"({time.perf_counter() - t0:.0f} s)", flush=True)
+    load1 = os.getloadavg()
+    failed = [f"{x['lib']} {x['algo']} {x['setting']}: {x['error']}" for x in results
+              if "error" in x]
+    notes = (
+        f"Guard on: `XLA_FLAGS={CPU_SCHEDULER_FLAG}=false` (jaxstab's default); guard off: "
+        f"`{OPT_OUT_ENV}=0`, empty XLA_FLAGS (XLA's default concurrency-optimized CPU "
+        "scheduler, what a JAX library that sets nothing runs with). Runners: "
+        "`benchmarks/peers/<lib>_<algo>.py` as in `bench_peers.py` (PPO: CartPole-v1, PureJaxRL "
+        "hyperparameters, all seeds in one vmap; SAC: Pendulum-v1, 64x64, batch 256, replay "
+        "capacity = steps, all seeds in one vmap); each library in its own process, jobs "
+        "interleaved (each job with the guard on, then off); steps/s = seeds x steps / run "
+        f"time, compile excluded, median over {args.repeats} repetitions. Load average "
+        f"(1/5/15 min): {load0[0]:.1f}/{load0[1]:.1f}/{load0[2]:.1f} at the start, "
+        f"{load1[0]:.1f}/{load1[1]:.1f}/{load1[2]:.1f} at the end."
+        + (" FAILED runs (left out): " + "; ".join(failed) if failed else ""))
+    write_results("bench_cpu_scheduler",
+                  "jaxstab's CPU-scheduler guard: steps/s with it on and off, jaxstab and rejax",
+                  ["algorithm", "seeds", "steps", "library", "guard on steps/s",
+                   "guard off steps/s", "off / on"], table(results), notes,
+                  extra={"results": results})
+
+
+if __name__ == "__main__":
+    main()
