@@ -3,8 +3,8 @@
 ``import jaxstab`` turns XLA's concurrency-optimized CPU scheduler off (the guard against the
 jax 0.10.2 CPU hang, README "Platform note"). That scheduler runs independent parts of one
 program on several cores at once, so switching it off costs speed. This script runs the
-``bench_peers`` runners (PPO on CartPole-v1, SAC on Pendulum-v1, many seeds in one vmap, short
-budgets) for jaxstab and rejax in subprocesses with the guard on
+``bench_peers`` runners (PPO on CartPole-v1 with 1 and 16 seeds, SAC on Pendulum-v1 with 1 and
+8 seeds, the seeds in one vmap, short budgets) for jaxstab and rejax in subprocesses with the guard on
 (``XLA_FLAGS=--xla_cpu_enable_concurrency_optimized_scheduler=false``) and off
 (``JAXSTAB_CPU_SCHEDULER_WORKAROUND=0``, XLA's default scheduler), interleaved
 (for each repetition and job: guard on, guard off), and tabulates steps/s, the off/on speed-up of
@@ -37,13 +37,15 @@ SETTINGS = {  # name -> environment overrides of the child process
 }
 
 
-def jobs(ppo_steps: int, sac_steps: int, ppo_seeds: int = 16, sac_seeds: int = 8) -> list[Job]:
-    """The runner jobs, jaxstab before rejax for each algorithm (0 steps: leave it out)."""
+def jobs(ppo_steps: int, sac_steps: int, ppo_seeds: Sequence[int] = (1, 16),
+         sac_seeds: Sequence[int] = (1, 8), calls: int = 3) -> list[Job]:
+    """The runner jobs, jaxstab before rejax for each algorithm and seed count (0 steps: leave
+    that algorithm out); each runner times ``calls`` calls of its compiled program."""
     out = []
-    if ppo_steps:
-        out += [Job(lib, "ppo", ppo_steps, ppo_seeds) for lib in ("jaxstab", "rejax")]
-    if sac_steps:
-        out += [Job(lib, "sac", sac_steps, sac_seeds) for lib in ("jaxstab", "rejax")]
+    for algo, steps, seeds in (("ppo", ppo_steps, ppo_seeds), ("sac", sac_steps, sac_seeds)):
+        if steps:
+            out += [Job(lib, algo, steps, n, ("--repeats", str(calls)))
+                    for n in seeds for lib in ("jaxstab", "rejax")]
     return out
 
 
@@ -92,17 +94,19 @@ def main(argv: list[str] | None = None) -> None:
                     help="PPO steps per seed (multiple of 512; 0 leaves PPO out)")
     ap.add_argument("--sac-steps", type=int, default=6_000,
                     help="SAC steps per seed (>= 2000, multiple of 10; 0 leaves SAC out)")
+    ap.add_argument("--calls", type=int, default=3,
+                    help="timed calls of the compiled program inside each runner process")
     ap.add_argument("--timeout", type=float, default=1800.0, help="seconds per job")
     args = ap.parse_args(argv)
-    if args.repeats < 1 or args.ppo_steps < 0 or args.sac_steps < 0:
-        raise SystemExit("--repeats must be >= 1 and --ppo-steps / --sac-steps >= 0")
+    if args.repeats < 1 or args.calls < 1 or args.ppo_steps < 0 or args.sac_steps < 0:
+        raise SystemExit("--repeats and --calls must be >= 1, --ppo-steps / --sac-steps >= 0")
     if not (args.ppo_steps or args.sac_steps):
         raise SystemExit("--ppo-steps and --sac-steps are both 0: nothing to run")
     peers_dir = os.path.abspath(args.peers_dir)
     peer_python("rejax", peers_dir)  # fail early with the setup hint
     results, load0 = [], os.getloadavg()
     for r in range(args.repeats):
-        for job in jobs(args.ppo_steps, args.sac_steps):
+        for job in jobs(args.ppo_steps, args.sac_steps, calls=args.calls):
             for setting, env in SETTINGS.items():
                 t0 = time.perf_counter()
                 res = run_job(job, peers_dir, timeout=args.timeout, env=env)
@@ -121,10 +125,11 @@ def main(argv: list[str] | None = None) -> None:
         f"`{OPT_OUT_ENV}=0`, empty XLA_FLAGS (XLA's default concurrency-optimized CPU "
         "scheduler, what a JAX library that sets nothing runs with). Runners: "
         "`benchmarks/peers/<lib>_<algo>.py` as in `bench_peers.py` (PPO: CartPole-v1, PureJaxRL "
-        "hyperparameters, all seeds in one vmap; SAC: Pendulum-v1, 64x64, batch 256, replay "
-        "capacity = steps, all seeds in one vmap); each library in its own process, jobs "
+        "hyperparameters; SAC: Pendulum-v1, 64x64, batch 256, replay capacity = steps; "
+        "several seeds run in one vmap); each library in its own process, jobs "
         "interleaved (each job with the guard on, then off); steps/s = seeds x steps / run "
-        f"time, compile excluded, median over {args.repeats} repetitions. Load average "
+        f"time (the runner's median of {args.calls} calls), compile excluded, median over "
+        f"{args.repeats} repetitions. Load average "
         f"(1/5/15 min): {load0[0]:.1f}/{load0[1]:.1f}/{load0[2]:.1f} at the start, "
         f"{load1[0]:.1f}/{load1[1]:.1f}/{load1[2]:.1f} at the end."
         + (" FAILED runs (left out): " + "; ".join(failed) if failed else ""))

@@ -40,9 +40,11 @@ def test_settings_switch_the_scheduler_flag_and_the_opt_out():
 
 def test_jobs_pair_jaxstab_with_rejax_and_leave_out_a_zero_budget():
     got = [(j.lib, j.algo, j.steps, j.seeds) for j in bs.jobs(1024, 2000)]
-    assert got == [("jaxstab", "ppo", 1024, 16), ("rejax", "ppo", 1024, 16),
+    assert got == [("jaxstab", "ppo", 1024, 1), ("rejax", "ppo", 1024, 1),
+                   ("jaxstab", "ppo", 1024, 16), ("rejax", "ppo", 1024, 16),
+                   ("jaxstab", "sac", 2000, 1), ("rejax", "sac", 2000, 1),
                    ("jaxstab", "sac", 2000, 8), ("rejax", "sac", 2000, 8)]
-    assert [j.algo for j in bs.jobs(0, 2000)] == ["sac", "sac"]
+    assert [(j.algo, j.seeds) for j in bs.jobs(0, 2000, sac_seeds=(8,))] == [("sac", 8)] * 2
 
 
 def test_table_medians_speedups_and_ratios():
@@ -62,7 +64,7 @@ def test_table_marks_a_missing_side():
     assert rows[-1][4:6] == ["-", "-"]
 
 
-@pytest.mark.parametrize("argv,match", [(["--repeats", "0"], "--repeats"),
+@pytest.mark.parametrize("argv,match", [(["--repeats", "0"], "--repeats"), (["--calls", "0"], "--calls"),
                                         (["--ppo-steps", "-1"], "--ppo-steps"),
                                         (["--ppo-steps", "0", "--sac-steps", "0"], "nothing")])
 def test_main_refuses_bad_counts_before_running_anything(argv, match):
