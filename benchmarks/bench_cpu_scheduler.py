@@ -3,15 +3,16 @@
 ``import jaxstab`` turns XLA's concurrency-optimized CPU scheduler off (the guard against the
 jax 0.10.2 CPU hang, README "Platform note"). That scheduler runs independent parts of one
 program on several cores at once, so switching it off costs speed. This script runs the
-``bench_peers`` runners (PPO on CartPole-v1 with 1 and 16 seeds, SAC on Pendulum-v1 with 1 and
-8 seeds, the seeds in one vmap, short budgets) for jaxstab and rejax in subprocesses with the guard on
-(``XLA_FLAGS=--xla_cpu_enable_concurrency_optimized_scheduler=false``) and off
+``bench_peers`` runners (PPO on CartPole-v1 with 1 and 16 seeds, SAC on Pendulum-v1 with 1
+and 8 seeds, the seeds in one vmap, short budgets) for jaxstab and rejax in subprocesses with the
+guard on (``XLA_FLAGS=--xla_cpu_enable_concurrency_optimized_scheduler=false``) and off
 (``JAXSTAB_CPU_SCHEDULER_WORKAROUND=0``, XLA's default scheduler), interleaved
 (for each repetition and job: guard on, guard off), and tabulates steps/s, the off/on speed-up of
 each library and the jaxstab/rejax ratio under each setting (medians over repetitions).
 
-Usage: ``python benchmarks/bench_cpu_scheduler.py [--peers-dir DIR] [--repeats R]
-[--ppo-steps N] [--sac-steps N]``. Results: ``benchmarks/results/bench_cpu_scheduler_<platform>.md``.
+Usage: ``python benchmarks/bench_cpu_scheduler.py [--peers-dir DIR] [--repeats R] [--calls C]
+[--ppo-steps N] [--sac-steps N]``.
+Results: ``benchmarks/results/bench_cpu_scheduler_<platform>.md``.
 """
 
 from __future__ import annotations

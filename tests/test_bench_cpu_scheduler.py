@@ -17,7 +17,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def _load():
     spec = importlib.util.spec_from_file_location(
-        "_bench_cpu_scheduler_under_test", os.path.join(ROOT, "benchmarks", "bench_cpu_scheduler.py"))
+        "_bench_cpu_scheduler_under_test",
+        os.path.join(ROOT, "benchmarks", "bench_cpu_scheduler.py"))
     mod = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = mod
     spec.loader.exec_module(mod)
@@ -64,7 +65,8 @@ def test_table_marks_a_missing_side():
     assert rows[-1][4:6] == ["-", "-"]
 
 
-@pytest.mark.parametrize("argv,match", [(["--repeats", "0"], "--repeats"), (["--calls", "0"], "--calls"),
+@pytest.mark.parametrize("argv,match", [(["--repeats", "0"], "--repeats"),
+                                        (["--calls", "0"], "--calls"),
                                         (["--ppo-steps", "-1"], "--ppo-steps"),
                                         (["--ppo-steps", "0", "--sac-steps", "0"], "nothing")])
 def test_main_refuses_bad_counts_before_running_anything(argv, match):
