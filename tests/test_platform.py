@@ -155,9 +155,11 @@ def _lapack_calls(fn, *args) -> set[str]:
 def test_vmapped_training_programs_call_no_lapack_except_irt():
     """The hang needs batched LAPACK kernels; jaxstab's PPO and SAC programs contain none.
 
-    This is what makes ``JAXSTAB_CPU_SCHEDULER_WORKAROUND=0`` (XLA's faster default CPU
-    scheduler, README "CPU scheduler guard") safe for them. The SAC+IRT actor is the documented
-    exception: its Sinkhorn backward solves with Cholesky (LAPACK potrf/trsm).
+    Checked for the default PPO configuration (discrete and tanh-Gaussian policies) and SAC with
+    twin or quantile critics. This is what makes ``JAXSTAB_CPU_SCHEDULER_WORKAROUND=0`` (XLA's
+    faster default CPU scheduler; README platform note, "What the guard costs") safe for them.
+    The SAC+IRT actor is the documented exception: its Sinkhorn backward solves with Cholesky
+    (LAPACK potrf/trsm), and the last assertion shows the check does find such calls.
     """
     import gymnax
     import jax
