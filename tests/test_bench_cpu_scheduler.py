@@ -6,26 +6,10 @@ runners themselves are exercised by ``tests/test_bench_peers.py`` and the benchm
 
 from __future__ import annotations
 
-import importlib.util
-import os
-import sys
-
 import pytest
+from _bench_loader import load_benchmark
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location(
-        "_bench_cpu_scheduler_under_test",
-        os.path.join(ROOT, "benchmarks", "bench_cpu_scheduler.py"))
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-bs = _load()
+bs = load_benchmark("bench_cpu_scheduler")
 
 
 def _r(lib, setting, rate, algo="ppo"):

@@ -7,27 +7,18 @@ None of them needs the peers' virtual environments.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import sys
 
 import numpy as np
 import pytest
+from _bench_loader import load_benchmark
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location(
-        "_bench_peers_under_test", os.path.join(ROOT, "benchmarks", "bench_peers.py"))
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses look their module up there
-    spec.loader.exec_module(mod)
-    return mod
-
-
-bp = _load()
+bp = load_benchmark("bench_peers")
 
 
 def _fake(peer, steps, seeds, run_s, returns, **extra):

@@ -4,28 +4,15 @@ run of the script."""
 
 from __future__ import annotations
 
-import importlib.util
-import os
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _bench_loader import load_benchmark
 
 from jaxstab.envs import baseline, make_portfolio
 
-_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks",
-                     "bench_portfolio.py")
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("bench_portfolio", _PATH)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-bp = _load()
+bp = load_benchmark("bench_portfolio")
 
 
 def test_evaluator_matches_equal_weight_baseline_and_numpy():

@@ -7,28 +7,18 @@ exercised by the benchmark itself, not here.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
 import sys
 
 import pytest
+from _bench_loader import load_benchmark
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location(
-        "_bench_replay_capacity_under_test",
-        os.path.join(ROOT, "benchmarks", "bench_replay_capacity.py"))
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-br = _load()
+br = load_benchmark("bench_replay_capacity")
 
 
 def _res(lib, seeds, us):
