@@ -116,13 +116,14 @@ def command_line(argv: list[str], root: str) -> str:
 
 def write_results(name: str, title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]],
                   notes: str = "", extra: dict[str, Any] | None = None,
-                  command: str | None = None) -> str:
+                  command: str | None = None, machine: dict[str, Any] | None = None) -> str:
     """Print the table and write ``results/<name>_<platform>.{md,json}``; returns the md path.
 
     ``command`` is the command line recorded in the header (default: the running script and its
-    arguments, relative to the repository root).
+    arguments, relative to the repository root); ``machine`` the :func:`machine_info` of the run
+    (default: this process's; a re-rendered result passes the original run's).
     """
-    info = machine_info()
+    info = machine_info() if machine is None else machine
     if command is None:
         script = os.path.abspath(sys.argv[0]) if sys.argv and sys.argv[0] else ""
         root = os.path.dirname(RESULTS_DIR.rstrip(os.sep))

@@ -522,11 +522,13 @@ def flags_note(xla_flags: str) -> str:
 
 def render(suite: str, quick: bool, p: dict[str, Any], results: list[dict[str, Any]],
            load0: Sequence[float], load1: Sequence[float], t_start: str, done: int,
-           name: str | None = None, xla_flags: str | None = None) -> str:
+           name: str | None = None, xla_flags: str | None = None,
+           machine: dict[str, Any] | None = None) -> str:
     """Aggregate ``results`` (runner outputs, in run order) and write the suite's tables.
 
     ``name``: stem of the result files (default ``bench_peers_<suite>[_quick]``);
-    ``xla_flags``: the ``XLA_FLAGS`` the jobs ran with (default: this process's).
+    ``xla_flags``: the ``XLA_FLAGS`` the jobs ran with (default: this process's); ``machine``:
+    the machine description of the run (default: this process's, see ``write_results``).
     """
     if xla_flags is None:
         xla_flags = os.environ.get("XLA_FLAGS", "")
@@ -610,7 +612,8 @@ def render(suite: str, quick: bool, p: dict[str, Any], results: list[dict[str, A
                                 "load_start": list(load0), "load_end": list(load1),
                                 "suite": suite, "quick": quick, "t_start": t_start,
                                 "xla_flags": xla_flags,
-                                "jobs_done": done, "jobs_planned": len(p["jobs"])})
+                                "jobs_done": done, "jobs_planned": len(p["jobs"])},
+                         machine=machine)
 
 
 def run_suite(suite: str, quick: bool, peers_dir: str, repeats: int, timeout: float, *,
@@ -687,7 +690,8 @@ def main(argv: list[str] | None = None) -> None:
         t_start = data.get("t_start") or (found.group(1) if found else data["machine"]["date"])
         render(args.suite, args.quick, p, data["results"], data["load_start"], data["load_end"],
                t_start, data.get("jobs_done", len(p["jobs"])), args.name,
-               xla_flags=data.get("xla_flags", data["machine"].get("xla_flags", "")))
+               xla_flags=data.get("xla_flags", data["machine"].get("xla_flags", "")),
+               machine=data["machine"])
         return
     peers_dir = os.path.abspath(args.peers_dir)
     if not os.path.isdir(peers_dir):

@@ -321,3 +321,16 @@ def test_flags_note_says_whether_the_cpu_scheduler_guard_was_on():
     assert "guard off" in off and "JAXSTAB_CPU_SCHEDULER_WORKAROUND=0" in off
     # a user's explicit =true is also the XLA default scheduler
     assert "guard off" in bp.flags_note("--xla_cpu_enable_concurrency_optimized_scheduler=true")
+
+
+def test_write_results_keeps_a_given_machine_description(tmp_path, monkeypatch):
+    """A re-rendered result keeps the original run's machine line (date included)."""
+    common = load_benchmark("_common")
+    monkeypatch.setattr(common, "RESULTS_DIR", str(tmp_path))
+    machine = {**common.machine_info(), "date": "2001-02-03 04:05 UTC"}
+    md = common.write_results("t", "T", ["a"], [[1]], "n", machine=machine, command="x")
+    assert "; 2001-02-03 04:05 UTC." in open(md).read()
+    with open(md[:-3] + ".json") as fh:
+        assert json.load(fh)["machine"]["date"] == "2001-02-03 04:05 UTC"
+    md = common.write_results("t", "T", ["a"], [[1]], "n", command="x")  # default: now
+    assert "2001-02-03" not in open(md).read()
