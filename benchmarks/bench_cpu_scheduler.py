@@ -29,7 +29,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from benchmarks._common import write_results  # noqa: E402  (imports jaxstab first)
-from benchmarks.bench_peers import PEERS_DIR_DEFAULT, Job, peer_python, run_job  # noqa: E402
+from benchmarks.bench_peers import (  # noqa: E402
+    Job, add_peers_dir_argument, peer_python, run_job)
 from jaxstab._platform import CPU_SCHEDULER_FLAG, OPT_OUT_ENV  # noqa: E402
 
 SETTINGS = {  # name -> environment overrides of the child process
@@ -57,15 +58,12 @@ def table(results: Sequence[dict[str, Any]]) -> list[list[Any]]:
     ``results``: dicts with ``algo``, ``seeds``, ``steps``, ``lib``, ``setting`` (a key of
     :data:`SETTINGS`) and ``steps_per_s``; failed runs (no ``steps_per_s``) are left out.
     """
-    med: dict[tuple, float] = {}
     groups: dict[tuple, list[float]] = {}
     for r in results:
-        if r.get("steps_per_s") is None:
-            continue
-        groups.setdefault((r["algo"], r["seeds"], r["steps"], r["lib"], r["setting"]),
-                          []).append(float(r["steps_per_s"]))
-    for k, v in groups.items():
-        med[k] = float(np.median(v))
+        if r.get("steps_per_s") is not None:
+            groups.setdefault((r["algo"], r["seeds"], r["steps"], r["lib"], r["setting"]),
+                              []).append(float(r["steps_per_s"]))
+    med = {k: float(np.median(v)) for k, v in groups.items()}
     rows: list[list[Any]] = []
     cases = sorted({k[:3] for k in med}, key=lambda c: (c[0] != "ppo", c))
     for algo, seeds, steps in cases:
@@ -88,8 +86,7 @@ def table(results: Sequence[dict[str, Any]]) -> list[list[Any]]:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--peers-dir", default=PEERS_DIR_DEFAULT,
-                    help="directory holding the peer venvs made by benchmarks/peers/setup.sh")
+    add_peers_dir_argument(ap)
     ap.add_argument("--repeats", type=int, default=2, help="interleaved repetitions")
     ap.add_argument("--ppo-steps", type=int, default=61_440,
                     help="PPO steps per seed (multiple of 512; 0 leaves PPO out)")

@@ -152,6 +152,12 @@ def parse_result_line(stdout: str) -> dict[str, Any]:
     return obj
 
 
+def add_peers_dir_argument(ap: argparse.ArgumentParser) -> None:
+    """``--peers-dir``, shared by the scripts that run peers in their own environments."""
+    ap.add_argument("--peers-dir", default=PEERS_DIR_DEFAULT,
+                    help="directory holding the peer venvs made by benchmarks/peers/setup.sh")
+
+
 def peer_python(lib: str, peers_dir: str) -> str:
     """Interpreter for ``lib``: this one for jaxstab, ``<peers_dir>/<venv>/bin/python`` else.
 
@@ -650,8 +656,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--suite", choices=["sac", "ppo", "all"], default="all")
     ap.add_argument("--quick", action="store_true", help="tiny budgets (smoke run)")
-    ap.add_argument("--peers-dir", default=PEERS_DIR_DEFAULT,
-                    help="directory holding the peer venvs made by benchmarks/peers/setup.sh")
+    add_peers_dir_argument(ap)
     ap.add_argument("--repeats", type=int, default=2,
                     help="interleaved repetitions of the 1-seed timing pairs")
     ap.add_argument("--repeats-n", type=int, default=1,

@@ -34,7 +34,7 @@ sys.path.insert(0, ROOT)
 
 from benchmarks._common import write_results  # noqa: E402  (applies the CPU guard first)
 from benchmarks.bench_peers import (  # noqa: E402
-    PEERS_DIR_DEFAULT, last_json_with, peer_python)
+    add_peers_dir_argument, last_json_with, peer_python)
 
 RUNNER = os.path.join(ROOT, "benchmarks", "peers", "replay_sample.py")
 RESULTS_DIR = os.path.join(ROOT, "benchmarks", "results")
@@ -107,8 +107,7 @@ def table(results: list[dict], capacities) -> list[list]:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--peers-dir", default=PEERS_DIR_DEFAULT,
-                    help="directory holding the peer venvs made by benchmarks/peers/setup.sh")
+    add_peers_dir_argument(ap)
     ap.add_argument("--repeats", type=int, default=2, help="interleaved runs of each library")
     ap.add_argument("--iters", type=int, default=100, help="steps per timed scan")
     ap.add_argument("--capacities", type=int, nargs="+", default=list(CAPACITIES))
