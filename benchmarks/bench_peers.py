@@ -177,18 +177,25 @@ def peer_python(lib: str, peers_dir: str) -> str:
 
 
 def run_job(job: Job, peers_dir: str, *, timeout: float = 3600.0,
-            env: dict[str, str] | None = None) -> dict[str, Any]:
+            env: dict[str, str] | None = None,
+            cpu_affinity: set[int] | None = None) -> dict[str, Any]:
     """Run one job in a subprocess and return its parsed result (or an ``{"error": ...}`` dict).
 
     The child gets this process's environment (so the same ``XLA_FLAGS``, including jaxstab's
-    CPU scheduler flag, reach every JAX library) plus ``env``.
+    CPU scheduler flag, reach every JAX library) plus ``env``; with ``cpu_affinity`` (a set of
+    CPU numbers, Linux) it runs pinned to those cores (``os.sched_setaffinity``, as ``taskset``
+    does; JAX sizes its CPU thread pool from the affinity mask).
     """
     py = peer_python(job.lib, peers_dir)
     child_env = {**os.environ, **(env or {})}
+    preexec = None
+    if cpu_affinity is not None:
+        cores = set(cpu_affinity)
+        preexec = lambda: os.sched_setaffinity(0, cores)  # noqa: E731
     t0 = time.perf_counter()
     try:
         proc = subprocess.run([py, *job.argv()], cwd=ROOT, env=child_env, capture_output=True,
-                              text=True, timeout=timeout)
+                              text=True, timeout=timeout, preexec_fn=preexec)
     except subprocess.TimeoutExpired:
         return {"peer": job.lib, "steps": job.steps, "seeds": job.seeds,
                 "error": f"timed out after {timeout:.0f} s (deadlock or overload)"}
