@@ -522,9 +522,9 @@ def main_table_rows(agg: dict) -> list[list[Any]]:
 
 def flags_note(xla_flags: str) -> str:
     """Say which XLA_FLAGS every JAX process ran with and whether jaxstab's CPU guard was on."""
-    from jaxstab._platform import CPU_SCHEDULER_FLAG, OPT_OUT_ENV
+    from jaxstab._platform import OPT_OUT_ENV, scheduler_flag_value
 
-    if f"{CPU_SCHEDULER_FLAG}=false" in xla_flags:
+    if scheduler_flag_value(xla_flags) is False:
         which = ("jaxstab's CPU-scheduler guard on (set by `import jaxstab`, its default): XLA's "
                  "concurrency-optimized CPU scheduler is off for every library")
     else:

@@ -26,6 +26,27 @@ CPU_SCHEDULER_FLAG = "--xla_cpu_enable_concurrency_optimized_scheduler"
 OPT_OUT_ENV = "JAXSTAB_CPU_SCHEDULER_WORKAROUND"
 
 
+def scheduler_flag_value(xla_flags: str) -> bool | None:
+    """The value ``xla_flags`` (an ``XLA_FLAGS`` string) gives XLA's concurrency-optimized CPU
+    scheduler: False when it is switched off (``=false`` or ``=0``, jaxstab's guard), True when
+    switched on (``=true``, ``=1`` or the bare flag), None when the flag is absent (XLA's default,
+    on). The last occurrence wins, as in XLA's own parsing.
+
+    Raises:
+      ValueError: the flag is given a value that is not a boolean.
+    """
+    value = None
+    for token in xla_flags.split():
+        name, eq, raw = token.partition("=")
+        if name != CPU_SCHEDULER_FLAG:
+            continue
+        raw = raw.strip().lower() if eq else "true"
+        if raw not in ("true", "false", "1", "0"):
+            raise ValueError(f"XLA_FLAGS: {CPU_SCHEDULER_FLAG} has a non-boolean value {raw!r}")
+        value = raw in ("true", "1")
+    return value
+
+
 def _backend_already_initialized() -> bool:
     """Best-effort check whether JAX has already created its backends."""
     import sys

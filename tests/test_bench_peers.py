@@ -321,6 +321,8 @@ def test_flags_note_says_whether_the_cpu_scheduler_guard_was_on():
     assert "guard off" in off and "JAXSTAB_CPU_SCHEDULER_WORKAROUND=0" in off
     # a user's explicit =true is also the XLA default scheduler
     assert "guard off" in bp.flags_note("--xla_cpu_enable_concurrency_optimized_scheduler=true")
+    # =0 switches the scheduler off as =false does: the guard was on
+    assert "guard on" in bp.flags_note("--xla_cpu_enable_concurrency_optimized_scheduler=0")
 
 
 def test_write_results_keeps_a_given_machine_description(tmp_path, monkeypatch):

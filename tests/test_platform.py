@@ -42,6 +42,29 @@ def test_opt_out(value):
     assert "XLA_FLAGS" not in env
 
 
+@pytest.mark.parametrize("flags,value", [
+    ("", None),
+    ("--xla_force_host_platform_device_count=2", None),
+    ("--xla_cpu_enable_concurrency_optimized_scheduler=false", False),
+    ("--xla_cpu_enable_concurrency_optimized_scheduler=0", False),
+    ("--xla_cpu_enable_concurrency_optimized_scheduler=FALSE", False),
+    ("--xla_cpu_enable_concurrency_optimized_scheduler=true", True),
+    ("--xla_cpu_enable_concurrency_optimized_scheduler", True),
+    # the last occurrence wins
+    ("--xla_cpu_enable_concurrency_optimized_scheduler=false "
+     "--xla_cpu_enable_concurrency_optimized_scheduler=1", True),
+    # another flag whose name starts the same is not this one
+    ("--xla_cpu_enable_concurrency_optimized_scheduler_x=false", None),
+])
+def test_scheduler_flag_value(flags, value):
+    assert _platform.scheduler_flag_value(flags) is value
+
+
+def test_scheduler_flag_value_rejects_a_non_boolean():
+    with pytest.raises(ValueError, match="non-boolean"):
+        _platform.scheduler_flag_value("--xla_cpu_enable_concurrency_optimized_scheduler=maybe")
+
+
 def test_idempotent():
     env: dict[str, str] = {}
     assert _platform.apply_cpu_workarounds(env) is True
