@@ -22,6 +22,15 @@ import jax
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 
+def usable_cores() -> int | None:
+    """How many cores this process may run on (its CPU affinity, e.g. 1 under ``taskset -c 0``;
+    JAX sizes its CPU thread pool from it); None where the platform cannot tell."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return None
+
+
 def machine_info() -> dict[str, Any]:
     """Describe the machine and library versions the numbers were taken on."""
     import importlib.metadata as md
@@ -49,6 +58,7 @@ def machine_info() -> dict[str, Any]:
         "num_devices": len(devices),
         "cpu": cpu,
         "cpu_count": os.cpu_count(),
+        "cores_usable": usable_cores(),
         "python": platform.python_version(),
         "versions": {
             n: ver(n)
@@ -114,6 +124,15 @@ def command_line(argv: list[str], root: str) -> str:
     return " ".join(["python", *(clean(a) for a in argv)])
 
 
+def pinned_note(info: dict[str, Any]) -> str:
+    """``", this process pinned to N"`` when the run could use fewer cores than the machine has
+    (``info``: a :func:`machine_info` dict; older ones lack ``cores_usable``), else ``""``."""
+    usable, total = info.get("cores_usable"), info.get("cpu_count")
+    if usable is None or total is None or usable >= total:
+        return ""
+    return f", this process pinned to {usable}"
+
+
 def write_results(name: str, title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]],
                   notes: str = "", extra: dict[str, Any] | None = None,
                   command: str | None = None, machine: dict[str, Any] | None = None) -> str:
@@ -137,7 +156,8 @@ def write_results(name: str, title: str, columns: Sequence[str], rows: Sequence[
     table = markdown_table(columns, rows)
     header = (
         f"# {title}\n\n"
-        f"Machine: {info['cpu']} ({info['cpu_count']} cores), JAX platform `{info['platform']}` "
+        f"Machine: {info['cpu']} ({info['cpu_count']} cores{pinned_note(info)}), JAX platform "
+        f"`{info['platform']}` "
         f"({info['device']}, {info['num_devices']} device(s)); {info['date']}.\n"
         f"Versions: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items() if v) + ".\n"
         f"Produced by `{command}`.\n\n"

@@ -133,6 +133,8 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--no-sac", action="store_true")
     ap.add_argument("--no-ppo", action="store_true")
+    ap.add_argument("--name", default="bench_seed_batching",
+                    help="stem of the result files (e.g. for a run under `taskset -c 0`)")
     args = ap.parse_args(argv)
     if any(b < 1 for b in args.batches) or args.repeats < 1:
         ap.error("--batches and --repeats must be >= 1")
@@ -160,7 +162,13 @@ def main(argv=None):
         "a loop and a wide batch and grows in chaotic RL runs; they are not a different "
         "algorithm (tests/training/test_loop.py checks map_seeds against vmap and against "
         "single-seed runs).")
-    write_results("bench_seed_batching", "Seeds vmapped all at once vs in groups (map_seeds)",
+    from benchmarks._common import usable_cores
+
+    cores = usable_cores()
+    if cores is not None:
+        notes += (f" This process could run on {cores} of the machine's {os.cpu_count()} cores "
+                  "(CPU affinity; JAX's CPU thread pool has as many threads).")
+    write_results(args.name, "Seeds vmapped all at once vs in groups (map_seeds)",
                   cols, rows, notes=notes)
 
 

@@ -336,3 +336,19 @@ def test_write_results_keeps_a_given_machine_description(tmp_path, monkeypatch):
         assert json.load(fh)["machine"]["date"] == "2001-02-03 04:05 UTC"
     md = common.write_results("t", "T", ["a"], [[1]], "n", command="x")  # default: now
     assert "2001-02-03" not in open(md).read()
+
+
+def test_machine_line_says_when_the_process_was_pinned_to_fewer_cores(tmp_path, monkeypatch):
+    """A run under `taskset -c 0` on a bigger machine says so in its header; an old machine
+    description without the affinity field renders as before."""
+    common = load_benchmark("_common")
+    monkeypatch.setattr(common, "RESULTS_DIR", str(tmp_path))
+    base = common.machine_info()
+    assert base["cores_usable"] == len(os.sched_getaffinity(0))
+    pinned = {**base, "cpu_count": 8, "cores_usable": 1}
+    md = open(common.write_results("t", "T", ["a"], [[1]], machine=pinned, command="x")).read()
+    assert "(8 cores, this process pinned to 1)" in md
+    for info in ({**base, "cpu_count": 8, "cores_usable": 8},
+                 {k: v for k, v in {**base, "cpu_count": 8}.items() if k != "cores_usable"}):
+        md = open(common.write_results("t", "T", ["a"], [[1]], machine=info, command="x")).read()
+        assert "(8 cores)" in md and "pinned" not in md
