@@ -4,15 +4,18 @@
 ``jax.vmap(train)`` but runs the seeds in groups of ``B`` (a ``lax.map`` over groups inside the
 compiled program). On a CPU the small networks of RL can run faster that way; by how much
 varies from run to run on a shared machine (SAC, 8 seeds: from 1.03x to 1.30x in groups of 1).
-The cause is not established. Scratch measurements (2-core Intel Xeon, 8 SAC seeds, not
-committed): the extra cost of one vmap sat in the update steps (+20% per seed against a loop
-over seeds) and not in the warm-up steps (acting, environment, replay writes: equal), though a
-later 6k-step run found the whole gap at only 9%; the replay buffer is not it (add + sample cost
-9-11 us per seed-step under vmap at every capacity from 2k to 50k); a single dense layer's
-forward product costs 1.2-1.3x more per seed as a batched product, but its forward + backward
-costs less (0.8x); running only the SAC update as a loop under vmap (a custom batching rule)
-recovered 2 of the 9%; a minimal hand-written SAC update (no metrics, no guards) loses as much
-per seed under vmap (+13-23%) as jaxstab's, so the effect is not specific to jaxstab's code.
+The cause, as far as measured: one JAX CPU device's thread pool splits the wide operations of a
+many-seed vmap over its threads, and for operations this small the split costs more than it
+gains. Run the script pinned to one core (``taskset -c 0 python benchmarks/bench_seed_batching.py
+--name bench_seed_batching_one_core``: JAX sizes its pool from the CPU affinity, so nothing is
+split; the results header says "pinned to 1") and the all-seed vmap runs 1.2-1.3x faster than on
+two cores while grouping gains at most 1.10x (2-core Intel Xeon, 2026-12-06). Earlier scratch
+measurements (not committed): the extra cost of one vmap sat in the update steps and not in the
+warm-up steps; the replay buffer is not it (add + sample cost 9-11 us per seed-step under vmap
+at every capacity from 2k to 50k); a minimal hand-written SAC update (no metrics, no guards)
+loses as much per seed under vmap (+13-23%) as jaxstab's, so the effect is not specific to
+jaxstab's code.
+
 This script measures the effect on the peer-benchmark workloads:
 
 * SAC, Pendulum-v1, 64x64 networks, batch 256, one gradient step per environment step,

@@ -152,13 +152,19 @@ def map_seeds(fn: Callable[..., Any], *, seeds_per_batch: int | None = None,
     a long run. With ``b = 1`` each seed's result equals, bit for bit in our tests, a vmapped
     run of that seed alone (``tests/training/test_sac_train.py``).
 
-    Why: on a CPU, the small networks of RL can run *slower per seed* when many seeds are
-    vmapped together (our guess, not verified: the batched activations outgrow the core
-    caches). Measured on a 2-core Intel Xeon (``benchmarks/results/bench_seed_batching_cpu.md``,
-    interleaved): PPO CartPole 16 seeds ran 1.20x faster in groups of 4 than all vmapped (1.05x
-    in groups of 1, 1.07x of 2); SAC Pendulum 8 seeds gained nothing that stands out of the
-    noise (groups of 1: 1.03x, of 2: 0.95x, of 4: 1.00x). The best group size depends on the
-    workload: measure before choosing. On a GPU keep ``None`` (one wide vmap fills the device).
+    Why: on a multi-core CPU, one JAX device's thread pool splits the wide operations of a
+    many-seed vmap over its threads, and for the small networks of RL that split costs more
+    than it gains; narrower groups are split less. Measured on a 2-core Intel Xeon
+    (``benchmarks/results/bench_seed_batching_cpu.md``, interleaved): PPO CartPole 16 seeds ran
+    1.24x faster in groups of 4 than all vmapped (1.13x in groups of 1 or 2), SAC Pendulum 8
+    seeds 1.30x in groups of 1 (an earlier run: 1.03x). The same runs with the process pinned to
+    one core (``taskset -c 0``, a one-thread pool: ``bench_seed_batching_one_core_cpu.md``)
+    ran the all-seed vmap 1.19x (SAC) and 1.28x (PPO) faster than on two cores, and there
+    grouping gained at most 1.10x (PPO groups of 4: 1.06x, groups of 1: 0.88x; SAC:
+    1.03-1.10x). The best group size depends on the workload
+    and the machine: measure before choosing; to use several cores, give each its own program
+    (:func:`jaxstab.distributed.use_cpu_devices` and :func:`jaxstab.distributed.sweep`).
+    On a GPU keep ``None`` (one wide vmap fills the device).
 
     Args:
       fn: a function of one seed (``fn(key, hparams, ...)``), vmap-able.
