@@ -161,8 +161,8 @@ def map_seeds(fn: Callable[..., Any], *, seeds_per_batch: int | None = None,
     one core (``taskset -c 0``, a one-thread pool: ``bench_seed_batching_one_core_cpu.md``)
     ran the all-seed vmap 1.19x (SAC) and 1.28x (PPO) faster than on two cores, and there
     grouping gained at most 1.10x (PPO groups of 4: 1.06x, groups of 1: 0.88x; SAC:
-    1.03-1.10x). The best group size depends on the workload
-    and the machine: measure before choosing; to use several cores, give each its own program
+    1.03-1.10x). The best group size depends on the workload and the machine: measure before
+    choosing; to use several cores, give each its own program
     (:func:`jaxstab.distributed.use_cpu_devices` and :func:`jaxstab.distributed.sweep`).
     On a GPU keep ``None`` (one wide vmap fills the device).
 
