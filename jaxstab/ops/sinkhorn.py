@@ -206,13 +206,49 @@ def _gram(a):
                             jnp.concatenate([g21, g22], axis=1)], axis=0)
 
 
+#: sides up to this long are solved by :func:`_spd_solve_small` (no LAPACK call), longer ones by
+#: ``jnp.linalg.cholesky`` (LAPACK on the CPU)
+_SMALL_SOLVE = 16
+
+
+def _spd_solve_small(k_mat, rhs):
+    """Solve ``k_mat x = rhs`` for a small SPD ``k_mat [m, m]`` by Cholesky, in plain XLA ops.
+
+    The same factorization as ``jnp.linalg.cholesky`` + two triangular solves, written as three
+    ``fori_loop`` s of vector operations, so the compiled program has no LAPACK custom call:
+    under ``vmap`` on the CPU, batched LAPACK kernels run through the intra-op pool that the
+    jax 0.10.2 hang needs (README, platform note); for the tiny systems of a policy head this is
+    also no slower. Column j of L is ``(K[:, j] - L L[j]^T) / sqrt(.)[j]`` below the diagonal.
+    """
+    m = k_mat.shape[0]
+    idx = jnp.arange(m)
+
+    def factor(j, l_mat):
+        s = k_mat[:, j] - jnp.matmul(l_mat, l_mat[j], precision=_HIGHEST)
+        col = s / jnp.sqrt(s[j])
+        return l_mat.at[:, j].set(jnp.where(idx >= j, col, 0.0))
+
+    l_mat = lax.fori_loop(0, m, factor, jnp.zeros_like(k_mat))
+
+    def forward(i, y):  # L y = rhs, row by row (y[i:] still zero)
+        return y.at[i].set((rhs[i] - jnp.dot(l_mat[i], y, precision=_HIGHEST)) / l_mat[i, i])
+
+    def backward(k, x):  # L^T x = y, from the last row up (x[:i+1] still zero)
+        i = m - 1 - k
+        return x.at[i].set((y[i] - jnp.dot(l_mat[:, i], x, precision=_HIGHEST)) / l_mat[i, i])
+
+    y = lax.fori_loop(0, m, forward, jnp.zeros_like(rhs))
+    return lax.fori_loop(0, m, backward, jnp.zeros_like(rhs))
+
+
 def _schur_solve(p, r, c, z1, z2):
     """Solve [[D_r, P], [P^T, D_c]] [x1; x2] = [z1; z2] (consistent part), eliminating x2.
 
     Schur complement on the x1 side, S = D_r - P D_c^-1 P^T, scaled symmetrically to
     I - A A^T with A = D_r^-1/2 P D_c^-1/2. Its null vector v = sqrt(r)/||sqrt(r)|| (the gauge
     direction) is deflated by adding v v^T, which makes the matrix SPD; the right-hand side is
-    projected onto v's complement, so x1 is the minimum-norm (scaled) solution. Cholesky solve.
+    projected onto v's complement, so x1 is the minimum-norm (scaled) solution. Cholesky solve
+    (LAPACK-free for sides up to ``_SMALL_SOLVE``, see :func:`_spd_solve_small`).
     """
     m = p.shape[0]
     sr = jnp.sqrt(r)
@@ -223,9 +259,12 @@ def _schur_solve(p, r, c, z1, z2):
     vec = sr / jnp.sqrt(jnp.sum(r))
     rhs = rhs - vec * jnp.dot(vec, rhs, precision=_HIGHEST)
     k_mat = jnp.eye(m, dtype=p.dtype) - _gram(a_mat) + vec[:, None] * vec[None, :]
-    chol = jnp.linalg.cholesky(k_mat)
-    y = jax.scipy.linalg.solve_triangular(chol, rhs, lower=True)
-    x = jax.scipy.linalg.solve_triangular(chol, y, lower=True, trans=1)
+    if m <= _SMALL_SOLVE:
+        x = _spd_solve_small(k_mat, rhs)
+    else:
+        chol = jnp.linalg.cholesky(k_mat)
+        y = jax.scipy.linalg.solve_triangular(chol, rhs, lower=True)
+        x = jax.scipy.linalg.solve_triangular(chol, y, lower=True, trans=1)
     x1 = inv_sr * x
     x2 = (z2 - jnp.matmul(p.T, x1, precision=_HIGHEST)) / c
     return x1, x2
