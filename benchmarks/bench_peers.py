@@ -184,18 +184,21 @@ def run_job(job: Job, peers_dir: str, *, timeout: float = 3600.0,
     The child gets this process's environment (so the same ``XLA_FLAGS``, including jaxstab's
     CPU scheduler flag, reach every JAX library) plus ``env``; with ``cpu_affinity`` (a set of
     CPU numbers, Linux) it runs pinned to those cores (``os.sched_setaffinity``, as ``taskset``
-    does; JAX sizes its CPU thread pool from the affinity mask).
+    does; JAX sizes its CPU thread pool from the affinity mask). The pinning happens in a tiny
+    bootstrap that then ``exec`` s the runner (the affinity survives ``exec``), not in a
+    ``preexec_fn``, which would ``fork`` this multithreaded (JAX) process.
     """
     py = peer_python(job.lib, peers_dir)
     child_env = {**os.environ, **(env or {})}
-    preexec = None
+    argv = [py, *job.argv()]
     if cpu_affinity is not None:
-        cores = set(cpu_affinity)
-        preexec = lambda: os.sched_setaffinity(0, cores)  # noqa: E731
+        argv = [py, "-c", "import os, sys; os.sched_setaffinity(0, "
+                f"{sorted(int(c) for c in cpu_affinity)}); "
+                "os.execv(sys.executable, [sys.executable] + sys.argv[1:])", *job.argv()]
     t0 = time.perf_counter()
     try:
-        proc = subprocess.run([py, *job.argv()], cwd=ROOT, env=child_env, capture_output=True,
-                              text=True, timeout=timeout, preexec_fn=preexec)
+        proc = subprocess.run(argv, cwd=ROOT, env=child_env, capture_output=True,
+                              text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         return {"peer": job.lib, "steps": job.steps, "seeds": job.seeds,
                 "error": f"timed out after {timeout:.0f} s (deadlock or overload)"}
