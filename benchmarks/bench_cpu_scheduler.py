@@ -37,10 +37,11 @@ from benchmarks.bench_peers import (  # noqa: E402
     Job, add_peers_dir_argument, peer_python, run_job)
 from jaxstab._platform import CPU_SCHEDULER_FLAG, OPT_OUT_ENV  # noqa: E402
 
+_GUARD_ON = {"XLA_FLAGS": f"{CPU_SCHEDULER_FLAG}=false", OPT_OUT_ENV: "1"}
 SETTINGS = {  # name -> environment overrides of the child process
-    "guard on": {"XLA_FLAGS": f"{CPU_SCHEDULER_FLAG}=false", OPT_OUT_ENV: "1"},
+    "guard on": _GUARD_ON,
     "guard off": {"XLA_FLAGS": "", OPT_OUT_ENV: "0"},
-    "one core": {"XLA_FLAGS": f"{CPU_SCHEDULER_FLAG}=false", OPT_OUT_ENV: "1"},
+    "one core": _GUARD_ON,  # and pinned (PINNED)
 }
 PINNED = {"one core"}  # settings whose child process is pinned to one core
 

@@ -165,12 +165,6 @@ def main(argv=None):
         "a loop and a wide batch and grows in chaotic RL runs; they are not a different "
         "algorithm (tests/training/test_loop.py checks map_seeds against vmap and against "
         "single-seed runs).")
-    from benchmarks._common import usable_cores
-
-    cores = usable_cores()
-    if cores is not None:
-        notes += (f" This process could run on {cores} of the machine's {os.cpu_count()} cores "
-                  "(CPU affinity; JAX's CPU thread pool has as many threads).")
     write_results(args.name, "Seeds vmapped all at once vs in groups (map_seeds)",
                   cols, rows, notes=notes)
 
