@@ -15,6 +15,14 @@ error checked every 10 iterations, lineax CG for the implicit solve).
 
 Timings are medians over interleaved runs (ours, ott, ours, ott, ...), since the machine may be
 shared. Run: ``python benchmarks/bench_sinkhorn.py [--quick]``.
+
+Section ``solver`` (``--section solver``): the two linear solvers of the implicit gradient
+(``linear_solver="cholesky"``: dense Gram matrix + Cholesky; ``"cg"``: matrix-free conjugate
+gradients) on the same problems, from B=256 problems of m=M=16 up to one problem of
+m=M=2048: backward time (the saved VJP alone), forward+backward time (the forward's Newton
+polish uses the same solver), XLA compiled memory of the gradient, CG / Cholesky gradient
+difference. It is why ``linear_solver="auto"`` (the default) uses CG above a side of 16. Results:
+``benchmarks/results/bench_sinkhorn_solver_<platform>.md``.
 """
 
 from __future__ import annotations
@@ -178,10 +186,84 @@ def bench_vs_ott(batch: int, m: int, repeats: int, max_iters: int = 5000):
     return rows, speed
 
 
+# ------------------------------------------------------------------------------ solver section
+
+#: (batch, m = M) of the solver section: about constant work per forward iteration
+SOLVER_SIZES = ((256, 16), (256, 32), (64, 64), (32, 128), (8, 256), (4, 512), (2, 1024),
+                (1, 2048))
+SOLVER_SIZES_QUICK = ((16, 8), (4, 32))
+
+
+def bench_solvers(sizes, repeats: int):
+    """Cholesky vs CG implicit gradients: rows of the solver table."""
+    from jaxstab.ops.sinkhorn import _SMALL_SOLVE
+
+    rows = []
+    for batch, m in sizes:
+        cost, a, b, w = make_problem(batch, m, seed=2)
+        fb, vjps, grads, mem = {}, {}, {}, {}
+        for solver in ("cholesky", "cg"):
+            def plan(c, solver=solver):
+                return sinkhorn(c, a, b, EPS, tol=TOL, max_iters=5000,
+                                linear_solver=solver).plan
+
+            fb[solver] = jax.jit(jax.grad(lambda c, plan=plan: jnp.sum(w * plan(c))))
+            mem[solver] = compiled_memory_bytes(fb[solver], cost)
+            _, vjps[solver] = jax.jit(lambda c, plan=plan: jax.vjp(plan, c))(cost)
+            grads[solver] = np.asarray(fb[solver](cost), np.float64)
+        vjp_apply = jax.jit(lambda fn, ct: fn(ct))
+        thunks = {}
+        for solver in ("cholesky", "cg"):
+            thunks[(solver, "bwd")] = (
+                lambda s=solver: jax.block_until_ready(vjp_apply(vjps[s], w)))
+            thunks[(solver, "fwd+bwd")] = lambda s=solver: jax.block_until_ready(fb[s](cost))
+        med = interleaved_medians(thunks, repeats)
+        diff = float(np.linalg.norm(grads["cg"] - grads["cholesky"])
+                     / np.linalg.norm(grads["cholesky"]))
+        auto = "cholesky" if m <= _SMALL_SOLVE else "cg"
+        rows.append((batch, m, round(med[("cholesky", "bwd")] * 1e3, 2),
+                     round(med[("cg", "bwd")] * 1e3, 2),
+                     round(med[("cholesky", "bwd")] / med[("cg", "bwd")], 2),
+                     round(med[("cholesky", "fwd+bwd")] * 1e3, 2),
+                     round(med[("cg", "fwd+bwd")] * 1e3, 2),
+                     round(med[("cholesky", "fwd+bwd")] / med[("cg", "fwd+bwd")], 2),
+                     mib(mem["cholesky"]), mib(mem["cg"]), f"{diff:.1e}", auto))
+    return rows
+
+
+SOLVER_COLUMNS = ["B", "m=M", "bwd ms cholesky", "bwd ms cg", "bwd cholesky/cg",
+                  "fwd+bwd ms cholesky", "fwd+bwd ms cg", "fwd+bwd cholesky/cg",
+                  "compiled MiB cholesky", "compiled MiB cg", "grad rel diff", "auto picks"]
+
+
+def solver_section(quick: bool, repeats: int) -> None:
+    sizes = SOLVER_SIZES_QUICK if quick else SOLVER_SIZES
+    rows = bench_solvers(sizes, repeats)
+    notes = (
+        f"Squared Euclidean costs of uniform points in the unit square, uniform marginals, "
+        f"eps={EPS}, tol={TOL}, float32, loss sum(W*P) with a random W. bwd = applying the "
+        f"saved VJP alone (the linear solve plus O(mM) work); fwd+bwd = jax.grad of the loss "
+        f"(Sinkhorn iterations, the Newton polish with the same solver, the backward). Times: "
+        f"medians of {repeats} interleaved runs. Compiled MiB: XLA memory analysis of the "
+        f"jitted gradient. 'grad rel diff' = relative norm difference of the CG and Cholesky "
+        f"gradients. 'auto picks' = what linear_solver='auto' (the default) uses at this size.")
+    if quick:
+        print(markdown_table(SOLVER_COLUMNS, rows) + "\n\n" + notes)
+        return
+    write_results("bench_sinkhorn_solver", "Sinkhorn implicit gradient: Cholesky vs CG solve",
+                  SOLVER_COLUMNS, rows, notes=notes)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="CI-sized run (small batch)")
+    parser.add_argument("--section", choices=("ott", "solver"), default="ott",
+                        help="ott: iterations and ott-jax comparison (default); solver: "
+                             "Cholesky vs CG implicit gradients")
     args = parser.parse_args()
+    if args.section == "solver":
+        solver_section(args.quick, 3 if args.quick else 5)
+        return
     if args.quick:
         batch, repeats, iters_list, sizes = 16, 3, (10, 100), (16,)
     else:

@@ -182,16 +182,18 @@ def test_vmapped_training_programs_call_no_lapack():
     twin or quantile critics or the IRT actor (whose Sinkhorn backward solves its small Schur
     system with :func:`jaxstab.ops.sinkhorn._spd_solve_small`, plain XLA ops). This is what
     makes ``JAXSTAB_CPU_SCHEDULER_WORKAROUND=0`` (XLA's faster default CPU scheduler; README
-    platform note, "What the guard costs") safe for them. The last assertion shows the check
-    does find LAPACK calls: a Sinkhorn gradient with both sides longer than 16 uses LAPACK's
-    Cholesky.
+    platform note, "What the guard costs") safe for them. The last assertions: a Sinkhorn
+    gradient with both sides longer than 16 is LAPACK-free by default (conjugate gradients)
+    and calls LAPACK's Cholesky with ``linear_solver="cholesky"`` (so the check can fail).
     """
     import gymnax
     import jax
+    import jax.numpy as jnp
 
     from jaxstab.agents.ppo.ppo import PPOConfig, ppo_hparams
     from jaxstab.agents.sac import IRTConfig, SACConfig, default_hparams
     from jaxstab.envs import make
+    from jaxstab.ops import sinkhorn
     from jaxstab.training.ppo import make_train as make_ppo_train
     from jaxstab.training.sac import make_train as make_sac_train
 
@@ -218,14 +220,12 @@ def test_vmapped_training_programs_call_no_lapack():
     irt = SACConfig(actor="irt", policy="projected_gaussian", **small,
                     irt=IRTConfig(num_tokens=2, token_dim=4, num_prototypes=3))
     assert sac_calls(irt, port, port_params, n) == set(), "IRT"
-    # the check can fail: a long Sinkhorn side goes through LAPACK's Cholesky
-    import jax.numpy as jnp
-
-    from jaxstab.ops import sinkhorn
-
-    def loss(cost):
+    # long Sinkhorn sides: CG by default, LAPACK's Cholesky on request (the check can fail)
+    def loss(cost, solver):
         a = jnp.full((40,), 1 / 40)
-        return jnp.sum(sinkhorn(cost, a, a, 0.5).plan * cost)
+        return jnp.sum(sinkhorn(cost, a, a, 0.5, linear_solver=solver).plan * cost)
 
-    big = _lapack_calls(jax.vmap(jax.grad(loss)), jnp.ones((2, 40, 40)))
+    costs = jnp.ones((2, 40, 40))
+    assert _lapack_calls(jax.vmap(jax.grad(lambda c: loss(c, "auto"))), costs) == set()
+    big = _lapack_calls(jax.vmap(jax.grad(lambda c: loss(c, "cholesky"))), costs)
     assert any("potrf" in c for c in big), big

@@ -217,8 +217,9 @@ def _two_losses(out, weights):
 GRAD_CASES = [(3, 3, 0.05), (6, 4, 0.1), (12, 7, 1.0), (32, 17, 0.1), (17, 32, 0.05)]
 
 
+@pytest.mark.parametrize("solver", ["cholesky", "cg"])
 @pytest.mark.parametrize("m,big_m,eps", GRAD_CASES)
-def test_gradients_vs_finite_differences(x64, m, big_m, eps):
+def test_gradients_vs_finite_differences(x64, m, big_m, eps, solver):
     cost, a, b = _problem(10 + m + big_m, m, big_m)
     weights = _loss_weights(m, big_m, m)
     rng = np.random.default_rng(m * big_m)
@@ -226,9 +227,10 @@ def test_gradients_vs_finite_differences(x64, m, big_m, eps):
 
     @jax.jit
     def losses(c, x, y, e):
-        return _two_losses(sinkhorn(c, x, y, e, tol=1e-14, max_iters=100000), weights)
+        return _two_losses(sinkhorn(c, x, y, e, tol=1e-14, max_iters=100000,
+                                    linear_solver=solver), weights)
 
-    out = sinkhorn(cost, a, b, eps, tol=1e-14, max_iters=100000)
+    out = sinkhorn(cost, a, b, eps, tol=1e-14, max_iters=100000, linear_solver=solver)
     assert bool(out.converged)
     jac = jax.jit(jax.jacrev(losses, argnums=(0, 1, 2, 3)))(cost, a, b, jnp.float64(eps))
     args = [cost, a, b, eps]
@@ -315,24 +317,27 @@ def test_unrolled_truncated_matches_finite_differences(x64):
     assert abs(fd - an) <= 1e-6 * abs(fd)
 
 
+@pytest.mark.parametrize("solver", ["cholesky", "cg"])
 @pytest.mark.parametrize("m,big_m,eps",
                          [(8, 8, 0.01), (16, 24, 0.01), (32, 32, 0.01), (12, 9, 0.1)])
-def test_float32_gradients_accurate(m, big_m, eps):
-    """Default float32 tolerance: gradients within 1e-4 (relative norm) of float64."""
+def test_float32_gradients_accurate(m, big_m, eps, solver):
+    """Default float32 tolerance: gradients within 1e-4 (relative norm) of float64 (the
+    float64 reference always by Cholesky)."""
     cost, a, b = _problem(40 + m, m, big_m)
     weights = _loss_weights(m, big_m, 2)
 
-    def loss(c, x, y, e):
-        out = sinkhorn(c, x, y, e, max_iters=20000)
+    def loss(c, x, y, e, s):
+        out = sinkhorn(c, x, y, e, max_iters=20000, linear_solver=s)
         return jnp.sum(_two_losses(out, weights)), out
 
     def grad(*args):
-        return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2, 3), has_aux=True))(*args)
+        return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2, 3), has_aux=True),
+                       static_argnums=4)(*args)
 
     with jax.enable_x64(True):
-        _, g64 = grad(cost, a, b, jnp.float64(eps))
+        _, g64 = grad(cost, a, b, jnp.float64(eps), "cholesky")
         g64 = [np.asarray(x) for x in g64]
-    (_, out32), g32 = grad(*(jnp.asarray(x, jnp.float32) for x in (cost, a, b, eps)))
+    (_, out32), g32 = grad(*(jnp.asarray(x, jnp.float32) for x in (cost, a, b, eps)), solver)
     assert bool(out32.converged)
     for i, (x, y) in enumerate(zip(g32, g64)):
         assert x.dtype == jnp.float32
@@ -387,6 +392,8 @@ def test_bad_input_messages():
         sinkhorn(cost, a, b, 0.1, max_iters=0)
     with pytest.raises(ValueError, match="`tol`"):
         sinkhorn(cost, a, b, 0.1, tol=-1.0)
+    with pytest.raises(ValueError, match="`linear_solver`"):
+        sinkhorn(cost, a, b, 0.1, linear_solver="lu")
     with pytest.raises(TypeError, match="`cost`"):
         sinkhorn(cost.astype(np.complex64), a, b, 0.1)
 
@@ -426,9 +433,9 @@ def test_implicit_gradient_with_the_blocked_gram_equals_the_unblocked_one(monkey
     b = jnp.asarray(rng.random((2, m)) + 0.5, jnp.float32)
     w = jnp.asarray(rng.standard_normal((2, m, m)), jnp.float32)
 
-    def grads():
-        return np.asarray(jax.jit(jax.grad(
-            lambda c: jnp.sum(w * S.sinkhorn(c, a, b, 0.1).plan)))(cost))
+    def grads():  # the Gram matrix is formed on the Cholesky path only
+        return np.asarray(jax.jit(jax.grad(lambda c: jnp.sum(
+            w * S.sinkhorn(c, a, b, 0.1, linear_solver="cholesky").plan)))(cost))
 
     blocked = grads()
     monkeypatch.setattr(S, "_GRAM_SPLIT", 10 ** 9)
@@ -466,7 +473,8 @@ def test_implicit_gradient_small_solve_equals_the_lapack_cholesky(monkeypatch, m
     w = jnp.asarray(rng.standard_normal((2, m, n)), jnp.float32)
 
     def grads():
-        fn = jax.jit(jax.grad(lambda c: jnp.sum(w * S.sinkhorn(c, a, b, 0.1).plan)))
+        fn = jax.jit(jax.grad(lambda c: jnp.sum(
+            w * S.sinkhorn(c, a, b, 0.1, linear_solver="cholesky").plan)))
         lapack = "lapack" in fn.lower(cost).as_text()
         return np.asarray(fn(cost)), lapack
 
@@ -476,3 +484,55 @@ def test_implicit_gradient_small_solve_equals_the_lapack_cholesky(monkeypatch, m
     assert not small_lapack and ref_lapack  # the two paths really differ
     assert np.all(np.isfinite(small))
     np.testing.assert_allclose(small, ref, rtol=1e-4, atol=1e-5 * np.abs(ref).max())
+
+
+def _deflated_system(m, n, seed, eps=0.1):
+    """(A, v, rhs) of the backward's deflated Schur system for a converged float64 plan."""
+    cost, a, b = _problem(seed, m, n)
+    p = np.asarray(sinkhorn(cost, a, b, eps, tol=1e-13, max_iters=100000).plan)
+    r, c = p.sum(1), p.sum(0)
+    a_mat = p / np.sqrt(r)[:, None] / np.sqrt(c)[None, :]
+    v = np.sqrt(r) / np.linalg.norm(np.sqrt(r))
+    rhs = np.random.default_rng(seed).normal(size=m)
+    rhs = rhs - v * (v @ rhs)
+    return a_mat, v, rhs
+
+
+@pytest.mark.parametrize("m,n,eps", [(3, 5, 0.1), (20, 30, 0.05), (40, 24, 0.02)])
+def test_cg_solve_matches_numpy_in_float64(x64, m, n, eps):
+    """The matrix-free CG solve of (I - A A^T + v v^T) x = rhs, against numpy's dense solve."""
+    from jaxstab.ops.sinkhorn import _spd_solve_cg
+
+    a_mat, v, rhs = _deflated_system(m, n, m + n, eps)
+    k = np.eye(m) - a_mat @ a_mat.T + np.outer(v, v)
+    ref = np.linalg.solve(k, rhs)
+    x = np.asarray(jax.jit(_spd_solve_cg, static_argnums=3)(
+        jnp.asarray(a_mat), jnp.asarray(v), jnp.asarray(rhs), 2 * m + 10))
+    np.testing.assert_allclose(x, ref, rtol=1e-8, atol=1e-10 * np.abs(ref).max())
+    # the iteration cap is honoured: one step is not a solve (so the comparison above can fail)
+    one = np.asarray(_spd_solve_cg(jnp.asarray(a_mat), jnp.asarray(v), jnp.asarray(rhs), 1))
+    if m > 3:
+        assert np.linalg.norm(one - ref) > 1e-3 * np.linalg.norm(ref)
+
+
+@pytest.mark.parametrize("m,n", [(17, 40), (40, 17), (24, 24)])
+def test_cg_gradients_equal_cholesky_gradients_and_call_no_lapack(x64, m, n):
+    """Above a side of 16 the default ("auto") is the CG solve: same gradients as the dense
+    Cholesky path (float64, all four inputs), and no LAPACK call in the program."""
+    cost, a, b = _problem(70 + m + n, m, n, batch=(2,))
+    weights = _loss_weights(m, n, 3)
+
+    def loss(c, x, y, e, s):
+        out = sinkhorn(c, x, y, e, tol=1e-13, max_iters=100000, linear_solver=s)
+        return jnp.sum(jax.vmap(_two_losses, in_axes=(0, None))(out, weights))
+
+    grads = {s: jax.jit(jax.grad(loss, argnums=(0, 1, 2, 3)), static_argnums=4)
+             for s in ("auto", "cg", "cholesky")}
+    args = (cost, a, b, jnp.float64(0.1))
+    g = {s: fn(*args, s) for s, fn in grads.items()}
+    for i in range(4):
+        np.testing.assert_allclose(np.asarray(g["auto"][i]), np.asarray(g["cg"][i]), rtol=0,
+                                   atol=0)
+        assert _rel(g["cg"][i], g["cholesky"][i]) <= 1e-9, (i, _rel(g["cg"][i], g["cholesky"][i]))
+    texts = {s: grads[s].lower(*args, s).as_text() for s in ("auto", "cholesky")}
+    assert "lapack" not in texts["auto"] and "lapack" in texts["cholesky"]
