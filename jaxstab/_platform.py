@@ -76,7 +76,9 @@ def apply_cpu_workarounds(environ: "os._Environ[str] | dict[str, str] | None" = 
     if env.get(OPT_OUT_ENV, "1").strip().lower() in ("0", "false", "no", "off"):
         return False
     flags = env.get("XLA_FLAGS", "")
-    if CPU_SCHEDULER_FLAG in flags:
+    # the user's own setting of the flag (any value, even one XLA will reject) wins; a flag whose
+    # name merely starts the same is another flag
+    if any(t.partition("=")[0] == CPU_SCHEDULER_FLAG for t in flags.split()):
         return False
     if environ is None and _backend_already_initialized():
         warnings.warn(

@@ -35,6 +35,19 @@ def test_user_setting_wins():
     assert env["XLA_FLAGS"] == f"{FLAG}=true"
 
 
+@pytest.mark.parametrize("value", ["0", "1", "maybe", None])
+def test_user_setting_is_found_by_name_not_substring(value):
+    """Any value the user gave the flag is kept (XLA judges it); a longer flag name that starts
+    with the same characters is not the user's setting, so the guard is still added."""
+    mine = FLAG if value is None else f"{FLAG}={value}"
+    env = {"XLA_FLAGS": f"--xla_dump_to=/dev/null {mine}"}
+    assert _platform.apply_cpu_workarounds(env) is False
+    assert env["XLA_FLAGS"] == f"--xla_dump_to=/dev/null {mine}"
+    other = {"XLA_FLAGS": f"{FLAG}_x=true"}
+    assert _platform.apply_cpu_workarounds(other) is True
+    assert other["XLA_FLAGS"] == f"{FLAG}_x=true {FLAG}=false"
+
+
 @pytest.mark.parametrize("value", ["0", "false", "off"])
 def test_opt_out(value):
     env = {_platform.OPT_OUT_ENV: value}
