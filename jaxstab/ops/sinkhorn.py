@@ -261,7 +261,8 @@ def _spd_solve_cg(a_mat, vec, rhs, max_iters: int):
     ``A`` other than the deflated top one, which is 1) and 1, so CG needs about
     ``sqrt(1 / (1 - s_2^2))`` iterations per digit, the square root of what Sinkhorn's own
     linear rate needs per digit. Stops when ``||r|| <= tol ||rhs||`` (:func:`_cg_tolerance`) or
-    after ``max_iters`` iterations (batched under ``vmap``: until every problem has stopped).
+    after ``max_iters`` iterations (batched under ``vmap``: until every problem has stopped); a
+    non-finite residual is never taken for convergence, so NaN in the system gives NaN out.
     """
     tol = _cg_tolerance(rhs.dtype)
     diag = 1.0 - jnp.sum(a_mat * a_mat, axis=1) + vec * vec
@@ -273,9 +274,9 @@ def _spd_solve_cg(a_mat, vec, rhs, max_iters: int):
 
     stop = (tol * tol) * jnp.dot(rhs, rhs)
 
-    def cond(st):
+    def cond(st):  # a NaN residual never counts as converged: NaN in, NaN out
         _, r, _, _, _, k = st
-        return (jnp.dot(r, r) > stop) & (k < max_iters)
+        return ~(jnp.dot(r, r) <= stop) & (k < max_iters)
 
     def body(st):
         x, r, z, d, rz, k = st

@@ -536,3 +536,17 @@ def test_cg_gradients_equal_cholesky_gradients_and_call_no_lapack(x64, m, n):
         assert _rel(g["cg"][i], g["cholesky"][i]) <= 1e-9, (i, _rel(g["cg"][i], g["cholesky"][i]))
     texts = {s: grads[s].lower(*args, s).as_text() for s in ("auto", "cholesky")}
     assert "lapack" not in texts["auto"] and "lapack" in texts["cholesky"]
+
+
+@pytest.mark.parametrize("solver", ["cholesky", "cg"])
+def test_nonfinite_cotangent_gives_nonfinite_gradient(solver):
+    """A NaN reaching the backward is not hidden: the gradient is NaN for both solvers (CG never
+    treats a NaN residual as converged, which would return a zero solve)."""
+    cost, a, b = _problem(90, 20, 24, dtype=np.float32)
+
+    def loss(c):
+        out = sinkhorn(c, a, b, 0.1, linear_solver=solver)
+        return jnp.sum(out.f * jnp.float32(np.nan)) + jnp.sum(out.plan)
+
+    g = np.asarray(jax.jit(jax.grad(loss))(cost))
+    assert np.isnan(g).any()
