@@ -247,6 +247,7 @@ def _spd_solve_small(k_mat, rhs):
 #: ``linear_solver`` values of :func:`sinkhorn`
 LINEAR_SOLVERS = ("auto", "cholesky", "cg")
 
+
 def _cg_tolerance(dtype) -> float:
     """Relative residual at which the CG backward stops: 1e-6 (float32), 1e-12 (float64)."""
     return 1e-12 if jnp.dtype(dtype) == jnp.float64 else 1e-6
