@@ -236,6 +236,35 @@ SOLVER_COLUMNS = ["B", "m=M", "bwd ms cholesky", "bwd ms cg", "bwd cholesky/cg",
                   "compiled MiB cholesky", "compiled MiB cg", "grad rel diff", "auto picks"]
 
 
+def solver_figure(rows, path: str) -> str:
+    """Per-problem backward and forward+backward time of both solvers against the side length
+    (log-log), from the rows of :func:`bench_solvers`; returns ``path``."""
+    from jaxstab.plots import _plt
+
+    plt = _plt()
+    col = {c: i for i, c in enumerate(SOLVER_COLUMNS)}
+    m = np.array([r[col["m=M"]] for r in rows], float)
+    batch = np.array([r[col["B"]] for r in rows], float)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, what in zip(axes, ("bwd", "fwd+bwd")):
+        for solver, style in (("cholesky", "o-"), ("cg", "s-")):
+            t = np.array([r[col[f"{what} ms {solver}"]] for r in rows], float) / batch
+            ax.loglog(m, t, style, label=solver)
+        ax.set_xlabel("m = M (smaller side)")
+        ax.set_ylabel("ms per problem")
+        ax.set_title(f"Sinkhorn implicit gradient: {what}")
+        ax.axvline(16.5, color="grey", lw=0.8, ls=":")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(title="linear_solver")
+    fig.text(0.5, 0.005, "dotted line: 'auto' uses Cholesky left of it, CG right of it",
+             ha="center", fontsize=8)
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def solver_section(quick: bool, repeats: int) -> None:
     sizes = SOLVER_SIZES_QUICK if quick else SOLVER_SIZES
     rows = bench_solvers(sizes, repeats)
@@ -250,6 +279,9 @@ def solver_section(quick: bool, repeats: int) -> None:
     if quick:
         print(markdown_table(SOLVER_COLUMNS, rows) + "\n\n" + notes)
         return
+    figure = solver_figure(rows, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                              "results", "figures", "bench_sinkhorn_solver.png"))
+    notes += f"\n\nFigure: `benchmarks/results/figures/{os.path.basename(figure)}`."
     write_results("bench_sinkhorn_solver", "Sinkhorn implicit gradient: Cholesky vs CG solve",
                   SOLVER_COLUMNS, rows, notes=notes)
 
