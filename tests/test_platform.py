@@ -1,5 +1,6 @@
 """The jax 0.10.2 CPU deadlock guard (DESIGN.md, platform note)."""
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -192,8 +193,9 @@ def test_vmapped_training_programs_call_no_lapack():
     """The hang needs batched LAPACK kernels; jaxstab's PPO and SAC programs contain none.
 
     Checked for the default PPO configuration (discrete and tanh-Gaussian policies) and SAC with
-    twin or quantile critics or the IRT actor (whose Sinkhorn backward solves its small Schur
-    system with :func:`jaxstab.ops.sinkhorn._spd_solve_small`, plain XLA ops). This is what
+    twin or quantile critics or the IRT actor (whose Sinkhorn backward solves its Schur system
+    with :func:`jaxstab.ops.sinkhorn._spd_solve_small`, plain XLA ops, at the default sizes and
+    by conjugate gradients when both sides exceed 16). This is what
     makes ``JAXSTAB_CPU_SCHEDULER_WORKAROUND=0`` (XLA's faster default CPU scheduler; README
     platform note, "What the guard costs") safe for them. The last assertions: a Sinkhorn
     gradient with both sides longer than 16 is LAPACK-free by default (conjugate gradients)
@@ -233,6 +235,10 @@ def test_vmapped_training_programs_call_no_lapack():
     irt = SACConfig(actor="irt", policy="projected_gaussian", **small,
                     irt=IRTConfig(num_tokens=2, token_dim=4, num_prototypes=3))
     assert sac_calls(irt, port, port_params, n) == set(), "IRT"
+    # an IRT head whose Sinkhorn sides both exceed 16 (17 tokens + 1, 20 prototypes): CG
+    irt_big = dataclasses.replace(irt, irt=IRTConfig(num_tokens=17, token_dim=4,
+                                                     num_prototypes=20))
+    assert sac_calls(irt_big, port, port_params, n) == set(), "IRT, CG backward"
     # long Sinkhorn sides: CG by default, LAPACK's Cholesky on request (the check can fail)
     def loss(cost, solver):
         a = jnp.full((40,), 1 / 40)
