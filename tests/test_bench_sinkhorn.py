@@ -14,10 +14,11 @@ bs = load_benchmark("bench_sinkhorn")
 
 
 def test_solver_rows_at_tiny_sizes_and_figure(tmp_path):
-    rows = bs.bench_solvers(((3, 8), (2, 20)), repeats=1)
+    rows = bs.bench_solvers(((3, 8, 0.1), (2, 20, 0.05)), repeats=1)
     col = {c: i for i, c in enumerate(bs.SOLVER_COLUMNS)}
     assert [r[col["m=M"]] for r in rows] == [8, 20]
     assert [r[col["auto picks"]] for r in rows] == ["cholesky", "cg"]  # 16 is the switch
+    assert [r[col["converged"]] for r in rows] == [True, True]
     for r in rows:
         assert len(r) == len(bs.SOLVER_COLUMNS)
         for name in ("bwd ms cholesky", "bwd ms cg", "fwd+bwd ms cholesky", "fwd+bwd ms cg"):

@@ -305,8 +305,10 @@ def _schur_solve(p, r, c, z1, z2, solver: str = "auto"):
     Cholesky (``solver="cholesky"``; LAPACK-free for sides up to ``_SMALL_SOLVE``, see
     :func:`_spd_solve_small`) or matrix-free conjugate gradients (``"cg"``,
     :func:`_spd_solve_cg`). ``"auto"``: the small Cholesky up to ``_SMALL_SOLVE``, CG above
-    (``benchmarks/bench_sinkhorn.py --section solver``: equal at 16, CG's backward 1.2x faster
-    at 32 and 1.5-2.4x from 64 to 1024 on a 2-core CPU), so no default path calls LAPACK.
+    (``benchmarks/bench_sinkhorn.py --section solver``, 2-core CPU, eps 0.05: equal at 16, CG's
+    backward 1.3x faster at 32 and 1.7-3.6x from 64 to 1024; at eps 0.001, m=256, 0.88x: CG's
+    iteration count grows as eps shrinks, Cholesky's cost does not), so no default path calls
+    LAPACK.
     """
     m = p.shape[0]
     sr = jnp.sqrt(r)
@@ -532,8 +534,9 @@ def sinkhorn(cost: jax.Array, a: jax.Array, b: jax.Array, epsilon: float | jax.A
         LAPACK call for ``n <= 16``), ``"cg"`` (matrix-free Jacobi-preconditioned conjugate
         gradients on the same deflated system, O(max(m, M) n) per iteration, no ``[n, n]``
         matrix and never a LAPACK call; it stops at relative residual 1e-6 in float32, 1e-12
-        in float64, or after ``2 n + 10`` iterations), or ``"auto"`` (default: Cholesky for
-        ``n <= 16``, CG above; neither then calls LAPACK). Ignored by ``implicit=False``.
+        in float64, or after ``2 n + 10`` iterations; its iteration count grows as ``epsilon``
+        shrinks), or ``"auto"`` (default: Cholesky for ``n <= 16``, CG above; neither then
+        calls LAPACK). Ignored by ``implicit=False``.
 
     Returns:
       :class:`SinkhornOutput` with ``plan`` [..., m, M], ``f`` [..., m], ``g`` [..., M] in the
