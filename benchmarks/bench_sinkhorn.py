@@ -188,7 +188,8 @@ def bench_vs_ott(batch: int, m: int, repeats: int, max_iters: int = 5000):
 
 # ------------------------------------------------------------------------------ solver section
 
-#: (batch, m = M) of the solver section: about constant work per forward iteration
+#: (batch, m = M, eps) of the solver section: about constant work per forward iteration at the
+#: base eps, then three worse-conditioned (smaller eps) problems
 SOLVER_SIZES = tuple((b, m, EPS) for b, m in ((256, 16), (256, 32), (64, 64), (32, 128),
                                                (8, 256), (4, 512), (2, 1024), (1, 2048))) + (
     (8, 256, 0.005), (8, 256, 0.001), (2, 1024, 0.005))  # smaller eps: worse conditioning
