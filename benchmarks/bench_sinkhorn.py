@@ -190,9 +190,9 @@ def bench_vs_ott(batch: int, m: int, repeats: int, max_iters: int = 5000):
 
 #: (batch, m = M, eps) of the solver section: about constant work per forward iteration at the
 #: base eps, then three worse-conditioned (smaller eps) problems
-SOLVER_SIZES = tuple((b, m, EPS) for b, m in ((256, 16), (256, 32), (64, 64), (32, 128),
-                                               (8, 256), (4, 512), (2, 1024), (1, 2048))) + (
-    (8, 256, 0.005), (8, 256, 0.001), (2, 1024, 0.005))  # smaller eps: worse conditioning
+SOLVER_SIZES = ((256, 16, EPS), (256, 32, EPS), (64, 64, EPS), (32, 128, EPS), (8, 256, EPS),
+                (4, 512, EPS), (2, 1024, EPS), (1, 2048, EPS),
+                (8, 256, 0.005), (8, 256, 0.001), (2, 1024, 0.005))
 SOLVER_SIZES_QUICK = ((16, 8, EPS), (4, 32, EPS))
 
 

@@ -26,6 +26,17 @@ CPU_SCHEDULER_FLAG = "--xla_cpu_enable_concurrency_optimized_scheduler"
 OPT_OUT_ENV = "JAXSTAB_CPU_SCHEDULER_WORKAROUND"
 
 
+def _scheduler_flag_settings(xla_flags: str) -> list[str]:
+    """The raw values given to :data:`CPU_SCHEDULER_FLAG` in ``xla_flags``, in order (``"true"``
+    for the bare flag); a flag whose name merely starts the same is another flag."""
+    out = []
+    for token in xla_flags.split():
+        name, eq, raw = token.partition("=")
+        if name == CPU_SCHEDULER_FLAG:
+            out.append(raw if eq else "true")
+    return out
+
+
 def scheduler_flag_value(xla_flags: str) -> bool | None:
     """The value ``xla_flags`` (an ``XLA_FLAGS`` string) gives XLA's concurrency-optimized CPU
     scheduler: False when it is switched off (``=false`` or ``=0``, jaxstab's guard), True when
@@ -36,11 +47,8 @@ def scheduler_flag_value(xla_flags: str) -> bool | None:
       ValueError: the flag is given a value that is not a boolean.
     """
     value = None
-    for token in xla_flags.split():
-        name, eq, raw = token.partition("=")
-        if name != CPU_SCHEDULER_FLAG:
-            continue
-        raw = raw.strip().lower() if eq else "true"
+    for raw in _scheduler_flag_settings(xla_flags):
+        raw = raw.strip().lower()
         if raw not in ("true", "false", "1", "0"):
             raise ValueError(f"XLA_FLAGS: {CPU_SCHEDULER_FLAG} has a non-boolean value {raw!r}")
         value = raw in ("true", "1")
@@ -76,9 +84,8 @@ def apply_cpu_workarounds(environ: "os._Environ[str] | dict[str, str] | None" = 
     if env.get(OPT_OUT_ENV, "1").strip().lower() in ("0", "false", "no", "off"):
         return False
     flags = env.get("XLA_FLAGS", "")
-    # the user's own setting of the flag (any value, even one XLA will reject) wins; a flag whose
-    # name merely starts the same is another flag
-    if any(t.partition("=")[0] == CPU_SCHEDULER_FLAG for t in flags.split()):
+    # the user's own setting of the flag (any value, even one XLA will reject) wins
+    if _scheduler_flag_settings(flags):
         return False
     if environ is None and _backend_already_initialized():
         warnings.warn(

@@ -276,22 +276,22 @@ def _spd_solve_cg(a_mat, vec, rhs, max_iters: int):
     stop = (tol * tol) * jnp.dot(rhs, rhs)
 
     def cond(st):  # a NaN residual never counts as converged: NaN in, NaN out
-        _, r, _, _, _, k = st
+        _, r, _, _, k = st
         return ~(jnp.dot(r, r) <= stop) & (k < max_iters)
 
     def body(st):
-        x, r, z, d, rz, k = st
+        x, r, d, rz, k = st
         kd = matvec(d)
         step = rz / jnp.dot(d, kd)
         x = x + step * d
         r = r - step * kd
-        z = inv_diag * r
+        z = inv_diag * r  # preconditioned residual
         rz_new = jnp.dot(r, z)
         d = z + (rz_new / rz) * d
-        return x, r, z, d, rz_new, k + 1
+        return x, r, d, rz_new, k + 1
 
     z0 = inv_diag * rhs
-    st = (jnp.zeros_like(rhs), rhs, z0, z0, jnp.dot(rhs, z0), jnp.zeros((), jnp.int32))
+    st = (jnp.zeros_like(rhs), rhs, z0, jnp.dot(rhs, z0), jnp.zeros((), jnp.int32))
     return lax.while_loop(cond, body, st)[0]
 
 
