@@ -13,7 +13,7 @@ Usage: ``python benchmarks/bench_ppo.py [--timesteps N] [--seeds 1 16] [--varian
 [--repeats R]``. Peers (PureJaxRL, rejax, SB3) need their own virtual environments and are not
 run by this script.
 
-Two more sections (``--section``):
+Three more sections (``--section``):
 
 * ``stabilizers``: overhead of each stabilizer. Every stabilizer on (log-ratio clamp,
   non-finite step guard, global gradient clipping, advantage normalization, KL early stopping,
@@ -29,8 +29,15 @@ Two more sections (``--section``):
   chunk), same seeds, interleaved repetitions, compile excluded (target: under 3%). Results:
   ``benchmarks/results/bench_ppo_chunked_<platform>.md``.
 
+* ``shuffle``: the minibatch shuffle. ``jax.random.permutation`` against
+  ``jaxstab.agents.common.permutation`` (single-operand sorts of packed integers, what PPO
+  uses) for ``S`` vmapped seeds and batch sizes ``n``, in microseconds per call inside a jitted
+  ``lax.scan`` (median of interleaved repetitions). Results:
+  ``benchmarks/results/bench_ppo_shuffle_<platform>.md``.
+
 ``python benchmarks/bench_ppo.py --section stabilizers --timesteps 100000 --repeats 5``
 ``python benchmarks/bench_ppo.py --section chunked --timesteps 100000 --seeds 4 --repeats 5``
+``python benchmarks/bench_ppo.py --section shuffle --seeds 1 16 --repeats 5``
 """
 
 from __future__ import annotations
@@ -50,6 +57,7 @@ import gymnax  # noqa: E402
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
+from jaxstab.agents.common import permutation, permutation_rounds  # noqa: E402
 from jaxstab.agents.ppo.ppo import PPOConfig, ppo_hparams  # noqa: E402
 from jaxstab.training import loop  # noqa: E402
 from jaxstab.training.ppo import make_runner, make_train  # noqa: E402
@@ -272,6 +280,64 @@ def chunked_section(timesteps: int, seeds: int, repeats: int) -> None:
                   cols, rows, notes, extra={"wall_times": times, "cpu_times": cpu})
 
 
+SHUFFLE_SIZES = (512, 2048, 8192)  # CartPole's PureJaxRL batch (4 x 128), then larger rollouts
+
+
+SHUFFLE_COLUMNS = ["seeds (vmapped)", "n", "jax.random.permutation us",
+                   "jaxstab permutation us", "speed-up"]
+
+
+def shuffle_rows(seeds: list[int], repeats: int, sizes=SHUFFLE_SIZES,
+                 calls: int = 500) -> list[list]:
+    """Time ``jax.random.permutation`` against :func:`jaxstab.agents.common.permutation`
+    (one row per seed count and size, :data:`SHUFFLE_COLUMNS`)."""
+    import jax.numpy as jnp
+
+    impls = {"jax.random.permutation": jax.random.permutation, "jaxstab permutation": permutation}
+
+    def program(impl, n, s):
+        perm = jax.vmap(lambda k: impl(k, n))
+
+        def body(acc, k):
+            p = perm(jax.random.split(k, s))
+            return acc + p[:, 0].sum().astype(jnp.float32), None
+
+        keys = jax.random.split(jax.random.key(0), calls)
+        run = jax.jit(lambda: jax.lax.scan(body, jnp.zeros(()), keys)[0]).lower().compile()
+        return lambda: jax.block_until_ready(run())
+
+    rows = []
+    for s in seeds:
+        for n in sizes:
+            fns = {name: program(impl, n, s) for name, impl in impls.items()}
+            for f in fns.values():
+                f()  # warm-up
+            wall, _ = _interleaved_times(fns, repeats)
+            us = {name: 1e6 * float(np.median(ts)) / calls for name, ts in wall.items()}
+            a, b = us["jax.random.permutation"], us["jaxstab permutation"]
+            row = [s, n, round(a, 1), round(b, 1), f"{a / b:.2f}x"]
+            print(row, flush=True)
+            rows.append(row)
+    return rows
+
+
+def shuffle_section(seeds: list[int], repeats: int, sizes=SHUFFLE_SIZES,
+                    calls: int = 500) -> None:
+    rows = shuffle_rows(seeds, repeats, sizes, calls)
+    notes = (f"Microseconds per call of S vmapped permutations of n elements (keys split inside "
+             f"the program), inside one jitted `lax.scan` of {calls} calls; median of {repeats} "
+             "interleaved repetitions. jaxstab's `permutation` sorts packed uint32 integers "
+             "(random bits above the element's position) with a single-operand sort, in as many "
+             "rounds as `jax.random.permutation`'s own rule asks for its 32-bit keys "
+             "(n^3 <= 2^(rounds x key bits); rounds: "
+             + ", ".join(f"{permutation_rounds(n)} for n = {n}" for n in sizes) + "); "
+             "`jax.random.permutation` sorts (key, index) pairs with a two-operand comparator. "
+             "PPO shuffles the batch once per epoch: 4 calls per update with PureJaxRL's "
+             "CartPole settings (n = 512).")
+    write_results("bench_ppo_shuffle", "PPO minibatch shuffle: jax.random.permutation vs "
+                  "jaxstab permutation", SHUFFLE_COLUMNS, rows, notes)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--timesteps", type=int, default=500_000)
@@ -279,9 +345,12 @@ def main() -> None:
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS),
                     metavar="VARIANT")
     ap.add_argument("--repeats", type=int, default=1)
-    ap.add_argument("--section", choices=["variants", "stabilizers", "chunked"],
+    ap.add_argument("--section", choices=["variants", "stabilizers", "chunked", "shuffle"],
                     default="variants")
     args = ap.parse_args()
+    if args.section == "shuffle":
+        shuffle_section(args.seeds, max(args.repeats, 1))
+        return
     if args.section == "stabilizers":
         stabilizer_section(args.timesteps, args.seeds[0], max(args.repeats, 1))
         return

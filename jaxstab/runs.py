@@ -1048,7 +1048,7 @@ def make_policy_fn(spec: RunSpec, env: Any, env_params: Any
         high = jnp.broadcast_to(jnp.asarray(space.high, jnp.float32), (info["action_dim"],))
 
     def policy(params, obs, pstate):
-        pout, _ = nets.apply(params, jnp.reshape(obs, (1, -1)).astype(jnp.float32))
+        pout = nets.apply_policy(params, jnp.reshape(obs, (1, -1)).astype(jnp.float32))
         raw = jnp.argmax(pout.loc, axis=-1) if kind == "discrete" else pout.loc
         return env_action(kind, raw, low, high)[0], pstate
 

@@ -83,7 +83,8 @@ class Transition(NamedTuple):
 
     Attributes:
       obs: observation the action was taken in. action: raw (stored) action. logp: its
-      log-probability. value_out: critic output. reward: raw reward. train_reward: reward used
+      log-probability. value_out: critic output (``None`` per step: filled in for the whole
+      rollout after it, in one batched critic call). reward: raw reward. train_reward: reward used
       for learning (normalized; ``None`` without reward normalization, when it is ``reward``).
       terminated, truncated: bool flags. final_obs: true next observation (before auto-reset).
       loc, log_std: policy parameters (``None`` unless the exact KL needs them).
@@ -355,7 +356,9 @@ def make_runner(
         def env_step(carry, xs):
             rs, stats = carry
             env_keys, noise = xs
-            pout, vout = nets.apply(rs.ppo.params, rs.obs)
+            # the actor alone: the critic's values are computed for the whole rollout at once
+            # after it (nothing in the rollout depends on them)
+            pout = nets.apply_policy(rs.ppo.params, rs.obs)
             action = sample_with_noise(kind, pout, noise)
             logp = distribution(kind, pout).log_prob(action)
             a_env = env_action(kind, action, low, high)
@@ -376,7 +379,7 @@ def make_runner(
             # fields nothing reads are not stored (None): the behaviour policy's parameters only
             # serve the exact KL; the normalized reward is filled in after the rollout
             keep_pout = cfg.kl_estimator == "exact"
-            tr = Transition(rs.obs, action, logp, vout, reward, None, term, trunc, final_obs,
+            tr = Transition(rs.obs, action, logp, None, reward, None, term, trunc, final_obs,
                             pout.loc if keep_pout else None, pout.log_std if keep_pout else None)
             rs = rs._replace(env_state=env_state, obs=flat_obs(nobs),
                              ep_return=jnp.where(done, 0.0, ep_ret),
@@ -401,9 +404,13 @@ def make_runner(
                     gamma=hp.gamma, clip=hp.reward_clip)
                 traj = traj._replace(train_reward=norm_reward)
                 rs = rs._replace(reward_norm=rn_state)
+            # V(s_t) and V(s'_t) of every step in one batched critic call, with the parameters
+            # that collected the rollout (before any rollback judgement below)
+            vouts = nets.apply_value(rs.ppo.params,
+                                     jnp.concatenate([traj.obs, traj.final_obs], axis=0))
+            traj = traj._replace(value_out=vouts[:cfg.num_steps])
             values = value_from_head(cfg.value_kind, traj.value_out)
-            _, next_vout = nets.apply(rs.ppo.params, traj.final_obs)
-            next_values = value_from_head(cfg.value_kind, next_vout)
+            next_values = value_from_head(cfg.value_kind, vouts[cfg.num_steps:])
             train_reward = traj.train_reward if cfg.reward_norm else traj.reward
             adv, ret = gae(train_reward, values, next_values, traj.terminated,
                            traj.truncated, hp.gamma, hp.gae_lambda)
@@ -579,7 +586,8 @@ def make_evaluate(
 
         def step(carry, k):
             obs, state, ret, alive = carry
-            pout, _ = nets.apply(params, jnp.reshape(obs, (num_envs, obs_dim)).astype(jnp.float32))
+            pout = nets.apply_policy(params,
+                                     jnp.reshape(obs, (num_envs, obs_dim)).astype(jnp.float32))
             raw = jnp.argmax(pout.loc, axis=-1) if kind == "discrete" else pout.loc
             a = env_action(kind, raw, low, high)
             obs, state, r, term, trunc, _ = jax.vmap(env.step, in_axes=(0, 0, 0, None))(

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxstab.agents.common import orthogonal_init, tree_all_finite, tree_select
+from jaxstab.agents.common import orthogonal_init, permutation, tree_all_finite, tree_select
 
 
 @pytest.mark.parametrize("shape", [(64, 64), (3, 64), (64, 1), (256, 40), (4, 5, 6)])
@@ -96,3 +96,49 @@ def test_fast_dot_general_float64_finite_differences(x64):
             e[i, j] = eps
             fd[i, j] = (loss(w + e) - loss(w - e)) / (2 * eps)
     np.testing.assert_allclose(grad, fd, rtol=1e-7, atol=1e-9)
+
+
+# ---------------------------------------------------------------- permutation
+@pytest.mark.parametrize("n", [1, 2, 3, 7, 128, 512, 1000, 4097])
+def test_permutation_is_a_permutation(n):
+    p = jax.jit(permutation, static_argnums=1)(jax.random.key(n), n)
+    assert p.dtype == jnp.int32 and p.shape == (n,)
+    np.testing.assert_array_equal(np.sort(np.asarray(p)), np.arange(n))
+    # deterministic in the key, different across keys
+    np.testing.assert_array_equal(np.asarray(permutation(jax.random.key(n), n)), np.asarray(p))
+    if n >= 7:
+        assert not np.array_equal(np.asarray(permutation(jax.random.key(n + 1), n)), np.asarray(p))
+
+
+def test_permutation_is_uniform_over_all_orders_of_four():
+    """Chi-square over the 24 orders of 4 elements from 48,000 vmapped keys (df = 23; the
+    statistic exceeds 60 with probability < 1e-4 under uniformity; the identity, a random
+    rotation or a one-swap shuffle would give thousands)."""
+    keys = jax.random.split(jax.random.key(0), 48_000)
+    perms = np.asarray(jax.jit(jax.vmap(lambda k: permutation(k, 4)))(keys))
+    codes = perms @ np.array([64, 16, 4, 1])
+    _, counts = np.unique(codes, return_counts=True)
+    assert len(counts) == 24
+    expected = len(keys) / 24
+    chi2 = float(np.sum((counts - expected) ** 2 / expected))
+    assert chi2 < 60.0, chi2
+
+
+def test_permutation_of_512_places_elements_uniformly():
+    """The PPO batch size: where element 0 and element 511 land (8 bins, chi-square df = 7,
+    < 30 with probability > 1 - 1e-4) and that i precedes i + 1 half of the time (ties of the
+    packed random bits would favour the input order)."""
+    keys = jax.random.split(jax.random.key(1), 8000)
+    perms = np.asarray(jax.jit(jax.vmap(lambda k: permutation(k, 512)))(keys))
+    pos = np.argsort(perms, axis=1)  # pos[r, i] = where element i landed
+    for elem in (0, 511):
+        counts = np.bincount(pos[:, elem] // 64, minlength=8)
+        expected = len(keys) / 8
+        assert float(np.sum((counts - expected) ** 2 / expected)) < 30.0, counts
+    precedes = np.mean(pos[:, :-1] < pos[:, 1:])
+    assert abs(precedes - 0.5) < 0.005, precedes
+
+
+def test_permutation_rejects_empty():
+    with pytest.raises(ValueError, match="n must be >= 1"):
+        permutation(jax.random.key(0), 0)

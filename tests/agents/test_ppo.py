@@ -7,6 +7,7 @@ import numpy as np
 import optax
 import pytest
 
+from jaxstab.agents.common import permutation
 from jaxstab.agents.ppo import networks as N
 from jaxstab.agents.ppo.ppo import (
     Batch,
@@ -63,6 +64,28 @@ def _leaves_equal(a, b):
                                                      jax.tree_util.tree_leaves(b)))
 
 
+# ---------------------------------------------------------------- networks
+@pytest.mark.parametrize("policy_kind,value_kind", [("discrete", "scalar"),
+                                                    ("tanh_gaussian", "quantile")])
+def test_networks_actor_and_critic_alone_equal_apply(policy_kind, value_kind):
+    """``apply_policy`` / ``apply_value`` (the rollout's actor-only step and its batched critic
+    call) give ``apply``'s numbers, and the parameter tree keeps its names."""
+    cfg, nets = _setup(policy_kind=policy_kind, value_kind=value_kind)
+    params = nets.init(jax.random.key(0), jnp.zeros(OBS_DIM))
+    names = set(params["params"])
+    assert names == ({"actor", "critic"} if policy_kind == "discrete"
+                     else {"actor", "critic", "log_std"})
+    obs = jax.random.normal(jax.random.key(1), (5, 3, OBS_DIM))
+    pout, v = nets.apply(params, obs)
+    pa = nets.apply_policy(params, obs)
+    np.testing.assert_array_equal(pa.loc, pout.loc)
+    np.testing.assert_array_equal(pa.log_std, pout.log_std)
+    np.testing.assert_array_equal(nets.apply_value(params, obs), v)
+    assert v.shape == ((5, 3) if value_kind == "scalar" else (5, 3, nets.num_quantiles))
+    with pytest.raises(ValueError, match="obs_dim"):
+        nets.apply_value(params, jnp.zeros((2, OBS_DIM + 1)))
+
+
 # ---------------------------------------------------------------- loss vs hand-written reference
 def test_first_step_matches_reference_loss_clip_and_adam_eps():
     """One minibatch, one epoch: the parameter change equals Adam's first step
@@ -117,7 +140,7 @@ def test_early_stopping_stops_at_the_predicted_minibatch():
         batch = _batch(cfg, nets, state.params, jax.random.key(100 + seed), logp_shift=shift)
         key = jax.random.key(seed)
         k_perm, _ = jax.random.split(jax.random.split(key, cfg.num_epochs)[0])
-        perm = np.asarray(jax.random.permutation(k_perm, cfg.batch_size))
+        perm = np.asarray(permutation(k_perm, cfg.batch_size))
         expected = int(np.where(perm == poison)[0][0]) // mb
         new_state, m = update(state, batch, ppo_hparams(lr=0.0, target_kl=0.01), key)
         assert float(m["num_applied_steps"]) == expected

@@ -65,6 +65,10 @@ class PPONetworks(NamedTuple):
       init: ``init(key, obs) -> params`` for one example observation ``[obs_dim]``.
       apply: ``apply(params, obs) -> (PolicyOutput, value_out)`` for ``obs [..., obs_dim]``;
         ``value_out`` is ``[...]`` (scalar head) or ``[..., num_quantiles]`` (quantile head).
+      apply_policy: ``apply_policy(params, obs) -> PolicyOutput``, the actor alone (the same
+        numbers as ``apply(params, obs)[0]``; the rollout and evaluation need nothing else).
+      apply_value: ``apply_value(params, obs) -> value_out``, the critic alone (the same numbers
+        as ``apply(params, obs)[1]``).
       policy_kind: one of :data:`POLICY_KINDS`.
       value_kind: one of :data:`VALUE_KINDS`.
       action_dim: number of discrete actions or continuous action dimensions.
@@ -74,6 +78,8 @@ class PPONetworks(NamedTuple):
 
     init: Callable[[jax.Array, jax.Array], Any]
     apply: Callable[[Any, jax.Array], tuple[PolicyOutput, jax.Array]]
+    apply_policy: Callable[[Any, jax.Array], PolicyOutput]
+    apply_value: Callable[[Any, jax.Array], jax.Array]
     policy_kind: str
     value_kind: str
     action_dim: int
@@ -89,20 +95,28 @@ class _ActorCritic(nn.Module):
     activation: str
     init_log_std: float
 
-    @nn.compact
-    def __call__(self, obs: jax.Array) -> tuple[PolicyOutput, jax.Array]:
+    def setup(self):
         act = ACTIVATIONS[self.activation]
-        loc = MLP(self.hidden_sizes, self.action_dim, activation=act, out_scale=0.01,
-                  name="actor")(obs)
+        # attribute names give the parameter names: {"actor", "critic", "log_std"}
+        self.actor = MLP(self.hidden_sizes, self.action_dim, activation=act, out_scale=0.01)
+        self.critic = MLP(self.hidden_sizes, self.value_out, activation=act, out_scale=1.0)
+        if self.policy_kind != "discrete":
+            self.log_std = self.param(
+                "log_std", nn.initializers.constant(self.init_log_std), (self.action_dim,))
+
+    def policy(self, obs: jax.Array) -> PolicyOutput:
+        loc = self.actor(obs)
         if self.policy_kind == "discrete":
             log_std = jnp.zeros_like(loc)
         else:
-            log_std_param = self.param(
-                "log_std", nn.initializers.constant(self.init_log_std), (self.action_dim,))
-            log_std = jnp.broadcast_to(log_std_param.astype(loc.dtype), loc.shape)
-        v = MLP(self.hidden_sizes, self.value_out, activation=act, out_scale=1.0,
-                name="critic")(obs)
-        return PolicyOutput(loc, log_std), v
+            log_std = jnp.broadcast_to(self.log_std.astype(loc.dtype), loc.shape)
+        return PolicyOutput(loc, log_std)
+
+    def value(self, obs: jax.Array) -> jax.Array:
+        return self.critic(obs)
+
+    def __call__(self, obs: jax.Array) -> tuple[PolicyOutput, jax.Array]:
+        return self.policy(obs), self.value(obs)
 
 
 def make_networks(
@@ -163,16 +177,28 @@ def make_networks(
             raise ValueError(f"obs must have last dimension obs_dim={obs_dim}, got {obs.shape}")
         return module.init(key, obs)
 
-    def apply(params: Any, obs: jax.Array) -> tuple[PolicyOutput, jax.Array]:
+    def check(obs: jax.Array) -> None:
         if obs.shape[-1] != obs_dim:
             raise ValueError(f"obs must have last dimension obs_dim={obs_dim}, got {obs.shape}")
-        pout, v = module.apply(params, obs)
-        if value_kind == "scalar":
-            v = v[..., 0]
-        return pout, v
 
-    return PPONetworks(init, apply, policy_kind, value_kind, int(action_dim), int(obs_dim),
-                       value_out)
+    def squeeze(v: jax.Array) -> jax.Array:
+        return v[..., 0] if value_kind == "scalar" else v
+
+    def apply(params: Any, obs: jax.Array) -> tuple[PolicyOutput, jax.Array]:
+        check(obs)
+        pout, v = module.apply(params, obs)
+        return pout, squeeze(v)
+
+    def apply_policy(params: Any, obs: jax.Array) -> PolicyOutput:
+        check(obs)
+        return module.apply(params, obs, method=_ActorCritic.policy)
+
+    def apply_value(params: Any, obs: jax.Array) -> jax.Array:
+        check(obs)
+        return squeeze(module.apply(params, obs, method=_ActorCritic.value))
+
+    return PPONetworks(init, apply, apply_policy, apply_value, policy_kind, value_kind,
+                       int(action_dim), int(obs_dim), value_out)
 
 
 def distribution(policy_kind: str, pout: PolicyOutput) -> distrax.Distribution:

@@ -36,7 +36,7 @@ import numpy as np
 import optax
 
 from jaxstab._validation import check_range
-from jaxstab.agents.common import tree_select
+from jaxstab.agents.common import permutation, tree_select
 from jaxstab.agents.ppo import losses as L
 from jaxstab.agents.ppo.networks import (
     ACTIVATIONS,
@@ -485,7 +485,8 @@ def make_ppo(cfg: PPOConfig, networks: PPONetworks, demos: Demos | None = None) 
       Shuffling (a documented contract, so runs are reproducible): epoch ``e`` uses
       ``k_perm, k_mb = jax.random.split(jax.random.split(key, num_epochs)[e])`` and visits
       minibatch ``j`` = ``batch[perm[j * mb : (j + 1) * mb]]`` with
-      ``perm = jax.random.permutation(k_perm, B)``.
+      ``perm = jaxstab.agents.common.permutation(k_perm, B)`` (a uniformly random
+      permutation like ``jax.random.permutation``, by faster single-operand sorts).
 
     Raises:
       ValueError: if ``networks`` does not match ``cfg`` or BC is on without demos.
@@ -655,7 +656,7 @@ def make_ppo(cfg: PPOConfig, networks: PPONetworks, demos: Demos | None = None) 
 
         def epoch(carry: _Carry, k):
             k_perm, k_mb = jax.random.split(k)
-            perm = jax.random.permutation(k_perm, b)
+            perm = permutation(k_perm, b)
             mbs = jax.tree_util.tree_map(
                 lambda x: jnp.take(x, perm, axis=0).reshape(
                     (cfg.num_minibatches, mb_size) + x.shape[1:]), batch)
