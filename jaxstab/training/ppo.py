@@ -57,6 +57,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxstab.agents.common import tree_select
+from jaxstab.training import envstep as ES
 from jaxstab.agents.ppo.networks import (
     PolicyOutput,
     distribution,
@@ -309,6 +310,9 @@ def make_runner(
                                   hp.rollback_reward_factor,
                                   jnp.asarray(cfg.rollback_min_history, jnp.int32))
 
+    # auto-resets of a whole rollout drawn before it (identical results; see envstep)
+    presample = ES.can_presample(env, env_params, cfg.num_steps, n_env)
+
     def flat_obs(o):
         return jnp.reshape(o, (o.shape[0], obs_dim)).astype(jnp.float32)
 
@@ -355,15 +359,23 @@ def make_runner(
 
         def env_step(carry, xs):
             rs, stats = carry
-            env_keys, noise = xs
+            env_keys, noise, resets = xs
             # the actor alone: the critic's values are computed for the whole rollout at once
             # after it (nothing in the rollout depends on them)
             pout = nets.apply_policy(rs.ppo.params, rs.obs)
             action = sample_with_noise(kind, pout, noise)
             logp = distribution(kind, pout).log_prob(action)
             a_env = env_action(kind, action, low, high)
-            nobs, env_state, reward, term, trunc, info = jax.vmap(
-                env.step, in_axes=(0, 0, 0, None))(env_keys, rs.env_state, a_env, env_params)
+            if presample:
+                reset_obs, reset_state = resets
+                nobs, env_state, reward, term, trunc, info = jax.vmap(
+                    lambda k, s, a, ro, rst: ES.step_presampled(env, env_params, k, s, a, ro,
+                                                                rst))(
+                    env_keys, rs.env_state, a_env, reset_obs, reset_state)
+            else:
+                nobs, env_state, reward, term, trunc, info = jax.vmap(
+                    env.step, in_axes=(0, 0, 0, None))(env_keys, rs.env_state, a_env,
+                                                       env_params)
             reward = reward.astype(jnp.float32)
             term = term.astype(bool)
             trunc = trunc.astype(bool)
@@ -394,7 +406,12 @@ def make_runner(
             k_env, k_act = jax.random.split(k_roll)
             env_keys = jax.random.split(k_env, (cfg.num_steps, n_env))
             noise = sampling_noise(kind, k_act, (cfg.num_steps, n_env), nets.action_dim)
-            (rs, stats), traj = jax.lax.scan(env_step, (rs, stats0), (env_keys, noise))
+            if presample:
+                env_keys, reset_obs, reset_state = ES.presample_resets(env, env_params, env_keys)
+                resets = (reset_obs, reset_state)
+            else:
+                resets = None
+            (rs, stats), traj = jax.lax.scan(env_step, (rs, stats0), (env_keys, noise, resets))
             # traj leaves: [T, N, ...]
             if cfg.reward_norm:
                 # the normalizer's T sequential steps in one parallel prefix scan (same
