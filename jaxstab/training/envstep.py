@@ -11,7 +11,8 @@ rollout at once, before the loop (one batched call each), and :func:`step_presam
 one step with ``step_env`` and the step's precomputed reset. Given the same keys the results are
 those of ``env.step`` (same keys, same functions, the same selection; only the reset work moves
 out of the loop): flags, integers and keys identical, floats equal to rounding (XLA may fuse the
-step's arithmetic differently in the two programs; tested on five gymnax environments). It applies to environments that use gymnax's own
+step's arithmetic differently in the two programs; tested on five gymnax environments and
+jaxstab's portfolio environment). It applies to environments that use gymnax's own
 ``Environment.step`` (not overridden, e.g. not a wrapper) and whose ``T x N`` reset states and
 observations fit in :data:`MAX_PRESAMPLED_BYTES`; :func:`can_presample` says so, and the caller
 falls back to ``env.step`` otherwise.
@@ -39,7 +40,7 @@ def _gymnax_base_step():
 
 def can_presample(env: Any, env_params: Any, num_steps: int, num_envs: int) -> bool:
     """True iff ``env`` steps with gymnax's own ``Environment.step`` (so :func:`step_presampled`
-    is exactly equivalent) and the ``num_steps x num_envs`` resets fit in
+    gives its results) and the ``num_steps x num_envs`` resets fit in
     :data:`MAX_PRESAMPLED_BYTES`."""
     base = _gymnax_base_step()
     if base is None or getattr(type(env), "step", None) is not base:

@@ -57,7 +57,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxstab.agents.common import tree_select
-from jaxstab.training import envstep as ES
 from jaxstab.agents.ppo.networks import (
     PolicyOutput,
     distribution,
@@ -76,6 +75,7 @@ from jaxstab.agents.ppo.ppo import (
     make_ppo,
     networks_from_config,
 )
+from jaxstab.training import envstep as ES
 from jaxstab.training.loop import Runner, scan_chunks
 
 
@@ -310,7 +310,7 @@ def make_runner(
                                   hp.rollback_reward_factor,
                                   jnp.asarray(cfg.rollback_min_history, jnp.int32))
 
-    # auto-resets of a whole rollout drawn before it (identical results; see envstep)
+    # auto-resets of a whole rollout drawn before it (env.step's results; see envstep)
     presample = ES.can_presample(env, env_params, cfg.num_steps, n_env)
 
     def flat_obs(o):

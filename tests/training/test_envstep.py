@@ -51,9 +51,14 @@ def _rollouts(env, env_params, key, T, N):
 
 
 @pytest.mark.parametrize("name", ["CartPole-v1", "Pendulum-v1", "Acrobot-v1", "Catch-bsuite",
-                                  "FourRooms-misc"])
+                                  "FourRooms-misc", "portfolio"])
 def test_presampled_steps_equal_env_step(name):
-    env, env_params = gymnax.make(name)
+    if name == "portfolio":  # jaxstab's own environment (gymnax's base step)
+        from jaxstab.runs import make_env
+
+        env, env_params = make_env(name)
+    else:
+        env, env_params = gymnax.make(name)
     assert ES.can_presample(env, env_params, 64, 4)
     (s1, a), (s2, b) = _rollouts(env, env_params, jax.random.key(3), 64, 4)
     for x, y in zip(jax.tree_util.tree_leaves((s1, a)), jax.tree_util.tree_leaves((s2, b))):
