@@ -55,6 +55,7 @@ from benchmarks._common import write_results  # noqa: E402  (applies the CPU gua
 
 import gymnax  # noqa: E402
 import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from jaxstab.agents.common import permutation, permutation_rounds  # noqa: E402
@@ -291,7 +292,6 @@ def shuffle_rows(seeds: list[int], repeats: int, sizes=SHUFFLE_SIZES,
                  calls: int = 500) -> list[list]:
     """Time ``jax.random.permutation`` against :func:`jaxstab.agents.common.permutation`
     (one row per seed count and size, :data:`SHUFFLE_COLUMNS`)."""
-    import jax.numpy as jnp
 
     impls = {"jax.random.permutation": jax.random.permutation, "jaxstab permutation": permutation}
 

@@ -177,9 +177,9 @@ def permutation(key: jax.Array, n: int) -> jax.Array:
         return jax.random.permutation(key, n).astype(jnp.int32)
     rounds = permutation_rounds(n)
     position = jnp.arange(n, dtype=jnp.uint32)
-    order = jnp.arange(n, dtype=jnp.int32)
+    order = None  # the identity before the first round
     for k in jax.random.split(key, rounds):
         bits = jax.random.bits(k, (n,), jnp.uint32) >> s << s  # the top 32 - s bits
-        low = jax.lax.sort(bits | position) & jnp.uint32((1 << s) - 1)
-        order = order[low.astype(jnp.int32)]
+        low = (jax.lax.sort(bits | position) & jnp.uint32((1 << s) - 1)).astype(jnp.int32)
+        order = low if order is None else order[low]
     return order

@@ -26,6 +26,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxstab.agents.common import tree_select
+
 #: Largest total size of the ``T x N`` precomputed reset states and observations.
 MAX_PRESAMPLED_BYTES = 64 * 2**20
 
@@ -83,9 +85,8 @@ def step_presampled(env: Any, env_params: Any, key_step: jax.Array, state: Any, 
                                                               env_params)
     truncated = env.is_truncated(state_st, env_params)
     done = jnp.logical_or(terminated, truncated)
-    state = jax.tree_util.tree_map(lambda r, s: jax.lax.select(done, r, s), reset_state,
-                                   state_st)
-    obs = jax.tree_util.tree_map(lambda r, s: jax.lax.select(done, r, s), reset_obs, obs_st)
+    state = tree_select(done, reset_state, state_st)
+    obs = tree_select(done, reset_obs, obs_st)
     info = {**info, "terminated": terminated, "truncated": truncated,
             "final_observation": obs_st}
     return obs, state, reward, terminated, truncated, info
