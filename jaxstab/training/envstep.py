@@ -16,10 +16,19 @@ jaxstab's portfolio environment). It applies to environments that use gymnax's o
 ``Environment.step`` (not overridden, e.g. not a wrapper) and whose ``T x N`` reset states and
 observations fit in :data:`MAX_PRESAMPLED_BYTES`; :func:`can_presample` says so, and the caller
 falls back to ``env.step`` otherwise.
+
+:func:`step_presampled` restates the body of gymnax's ``Environment.step``; should a gymnax
+release change that body, the restatement would drift from it. So :func:`can_presample` also
+compares the installed ``Environment.step`` source with the one it was checked against
+(:data:`VERIFIED_STEP_SOURCES`, SHA-256) and, for any other, falls back to ``env.step`` with a
+warning (the same results, slower) until the new body has been checked and its hash added.
 """
 
 from __future__ import annotations
 
+import hashlib
+import inspect
+import warnings
 from typing import Any
 
 import jax
@@ -32,6 +41,15 @@ from jaxstab.agents.common import tree_select
 MAX_PRESAMPLED_BYTES = 64 * 2**20
 
 
+#: SHA-256 of the source of gymnax's ``Environment.step`` that :func:`step_presampled`
+#: restates (checked by the equality tests in ``tests/training/test_envstep.py``).
+VERIFIED_STEP_SOURCES = {
+    "289de941726d4e1e194f4bb9bd4a93ddb8ae951052b29196e3801f464f11438b": "gymnax 1.0.1",
+}
+
+_warned_sources: set[str] = set()
+
+
 def _gymnax_base_step():
     try:
         from gymnax.environments.environment import Environment
@@ -40,12 +58,38 @@ def _gymnax_base_step():
     return Environment.step
 
 
+def step_source_hash(step: Any) -> str | None:
+    """SHA-256 of a ``step`` function's source (None where the source cannot be read)."""
+    try:
+        src = inspect.getsource(step)
+    except (OSError, TypeError):
+        return None
+    return hashlib.sha256(src.encode()).hexdigest()
+
+
+def _verified(base: Any) -> bool:
+    digest = step_source_hash(base)
+    if digest in VERIFIED_STEP_SOURCES:
+        return True
+    if digest not in _warned_sources:
+        _warned_sources.add(digest)
+        warnings.warn(
+            "gymnax's Environment.step is not the version jaxstab's presampled auto-resets "
+            f"were checked against (source SHA-256 {digest}; checked: "
+            f"{sorted(VERIFIED_STEP_SOURCES.values())}); PPO rollouts use env.step instead "
+            "(the same results, slower)", RuntimeWarning, stacklevel=3)
+    return False
+
+
 def can_presample(env: Any, env_params: Any, num_steps: int, num_envs: int) -> bool:
-    """True iff ``env`` steps with gymnax's own ``Environment.step`` (so :func:`step_presampled`
-    gives its results) and the ``num_steps x num_envs`` resets fit in
+    """True iff ``env`` steps with gymnax's own ``Environment.step`` in the version
+    :func:`step_presampled` restates (:data:`VERIFIED_STEP_SOURCES`; another one falls back
+    with a warning) and the ``num_steps x num_envs`` resets fit in
     :data:`MAX_PRESAMPLED_BYTES`."""
     base = _gymnax_base_step()
     if base is None or getattr(type(env), "step", None) is not base:
+        return False
+    if not _verified(base):
         return False
     for name in ("step_env", "reset_env", "is_truncated"):
         if not callable(getattr(env, name, None)):

@@ -4,6 +4,8 @@ differently in the two loops)."""
 
 from __future__ import annotations
 
+import warnings
+
 import gymnax
 import jax
 import jax.numpy as jnp
@@ -80,6 +82,32 @@ def test_can_presample_falls_back():
     # too many resets to hold: CartPole's reset is 4 floats of state + 4 of obs + time
     assert ES.can_presample(env, env_params, 128, 4)
     assert not ES.can_presample(env, env_params, 2**20, 64)
+
+
+def test_can_presample_refuses_a_changed_gymnax_step(monkeypatch):
+    """A gymnax release whose ``Environment.step`` body differs from the one
+    ``step_presampled`` restates (another source hash) falls back to ``env.step``, warning once
+    per source."""
+    from gymnax.environments.environment import Environment
+
+    env, env_params = gymnax.make("CartPole-v1")
+    base = Environment.step
+    assert ES.step_source_hash(base) in ES.VERIFIED_STEP_SOURCES  # the installed gymnax
+
+    def step(self, key, state, action, params=None):  # a "new release": other body
+        return base(self, key, state, action, params)
+
+    monkeypatch.setattr(Environment, "step", step)
+    monkeypatch.setattr(ES, "_warned_sources", set())
+    assert type(env).step is step  # still the base class's step, so only the hash can tell
+    with pytest.warns(RuntimeWarning, match="not the version"):
+        assert not ES.can_presample(env, env_params, 8, 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert not ES.can_presample(env, env_params, 8, 2)  # warned once
+    monkeypatch.setattr(ES, "VERIFIED_STEP_SOURCES",
+                        {ES.step_source_hash(step): "test", **ES.VERIFIED_STEP_SOURCES})
+    assert ES.can_presample(env, env_params, 8, 2)
 
 
 def test_ppo_training_with_and_without_presampling(monkeypatch):
