@@ -632,14 +632,29 @@ def render(suite: str, quick: bool, p: dict[str, Any], results: list[dict[str, A
                          machine=machine)
 
 
+def with_eval_episodes(jobs: list[Job], episodes: int | None) -> list[Job]:
+    """The jobs with ``--eval-episodes episodes`` added (every runner takes it; None: the
+    runners' default of 10). More episodes lower the evaluation noise of the final returns
+    (Pendulum's random start states make a 10-episode mean noisy) and add evaluation time to
+    jaxstab's and rejax's timed programs (both evaluate inside them)."""
+    if episodes is None:
+        return list(jobs)
+    if episodes < 1:
+        raise ValueError(f"eval episodes must be >= 1, got {episodes}")
+    return [dataclasses.replace(j, extra=j.extra + ("--eval-episodes", str(episodes)))
+            for j in jobs]
+
+
 def run_suite(suite: str, quick: bool, peers_dir: str, repeats: int, timeout: float, *,
               repeats_n: int = 1, sac_big_steps: int = 50_000, seeds_per_batch: int = 0,
-              cpu_devices: int = 0, name: str | None = None) -> str:
+              cpu_devices: int = 0, name: str | None = None,
+              eval_episodes: int | None = None) -> str:
     """Run one suite's jobs interleaved, rewriting the result files after every job."""
     import benchmarks._common  # noqa: F401  (import jaxstab: its XLA_FLAGS reach the children)
 
     p = plan(suite, quick, repeats, repeats_n=repeats_n, sac_big_steps=sac_big_steps,
              seeds_per_batch=seeds_per_batch, cpu_devices=cpu_devices)
+    p["jobs"] = with_eval_episodes(p["jobs"], eval_episodes)
     for lib in sorted({j.lib for j in p["jobs"]}):
         peer_python(lib, peers_dir)  # fail early with the setup hint
     load0 = os.getloadavg()
@@ -682,6 +697,9 @@ def main(argv: list[str] | None = None) -> None:
                     help="also run every N-seed pair with the seeds split over D CPU devices "
                          "(jaxstab.distributed.sweep; rejax through the same shard_map); 0: not")
     ap.add_argument("--timeout", type=float, default=3600.0, help="seconds per job")
+    ap.add_argument("--eval-episodes", type=int, default=None, metavar="N",
+                    help="evaluation episodes of every runner (default: the runners' 10); more "
+                         "lower the noise of the final returns and slow the timed programs")
     ap.add_argument("--rerender", metavar="JSON",
                     help="rebuild the tables of --suite from a results JSON written by this "
                     "script (its raw runner outputs), without running anything")
@@ -717,7 +735,7 @@ def main(argv: list[str] | None = None) -> None:
                   repeats_n=args.repeats_n, sac_big_steps=args.sac_big_steps,
                   seeds_per_batch=(args.sac_seeds_per_batch if suite == "sac"
                                    else args.ppo_seeds_per_batch), cpu_devices=args.cpu_devices,
-                  name=args.name)
+                  name=args.name, eval_episodes=args.eval_episodes)
 
 
 if __name__ == "__main__":

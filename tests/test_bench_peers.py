@@ -121,6 +121,18 @@ def test_plan_interleaves_ours_and_rejax():
 
 
 
+def test_eval_episodes_reach_every_runner():
+    jobs = bp.plan("sac", quick=True, repeats=1)["jobs"]
+    assert bp.with_eval_episodes(jobs, None) == jobs
+    more = bp.with_eval_episodes(jobs, 100)
+    assert len(more) == len(jobs)
+    for a, b in zip(jobs, more):
+        assert b.argv() == a.argv() + ["--eval-episodes", "100"]
+        assert b.key == a.key  # the same comparison rows
+    with pytest.raises(ValueError, match="eval episodes"):
+        bp.with_eval_episodes(jobs, 0)
+
+
 def test_plan_with_seed_groups_adds_a_grouped_jaxstab_job_before_each_n_seed_rejax_job():
     for suite, n in (("sac", 8), ("ppo", 16)):
         p = bp.plan(suite, quick=False, repeats=1, repeats_n=2, sac_big_steps=0,
