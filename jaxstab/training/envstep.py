@@ -47,7 +47,7 @@ VERIFIED_STEP_SOURCES = {
     "289de941726d4e1e194f4bb9bd4a93ddb8ae951052b29196e3801f464f11438b": "gymnax 1.0.1",
 }
 
-_warned_sources: set[str] = set()
+_warned_sources: set[str | None] = set()
 
 
 def _gymnax_base_step():
