@@ -1,9 +1,9 @@
 """How fast could SAC and PPO run on this machine at all? A matmul roofline for the issue targets.
 
 The issue targets compare steps/s with peers measured on the same machine. Two of them (SAC at
-least 15x Stable-Baselines3, PPO at least 80x SB3) were set from SB3 figures measured on a
-different day (SAC 64 steps/s, PPO 1.3k); on this machine SB3 runs several times faster, which
-moves the targets. This script asks whether a target steps/s is reachable by ANY
+least 15x Stable-Baselines3, PPO at least 80x SB3) were set from SB3 figures measured when
+the issue was written (SAC 64 steps/s, PPO 1.3k); on this machine SB3 runs several times faster,
+which moves the targets. This script asks whether a target steps/s is reachable by ANY
 implementation of the same algorithm and networks, by counting the matrix multiplications that
 every SAC / PPO step must do and timing them on this machine:
 
@@ -15,16 +15,18 @@ every SAC / PPO step must do and timing them on this machine:
   programs (:func:`dot_flops` walks the jaxpr) -- they should be equal or, where jaxstab computes
   more, larger;
 * **bound A** = necessary FLOPs / this machine's peak matmul rate (the best of a large square
-  matmul on all cores and the step's own shapes): no implementation that does those
+  matmul on all cores and the step's own large products): no implementation that does those
   multiplications can beat it, whatever its kernels;
 * **bound B** = the sum of the measured times of exactly those multiplications, one by one, with
   XLA's CPU kernels (what an XLA program such as jaxstab's or rejax's spends on matmuls alone,
-  with zero time for anything else);
+  with zero time for anything else); an estimate where a program could fuse a small product into
+  other work, so it is also given for the large products alone (every dimension >= ``LARGE``),
+  which XLA runs as their own matmul calls;
 * next to them: jaxstab's measured steps/s (one seed, the peer runner) and, with ``--peers-dir``,
   SB3's (same runners and budgets as ``bench_peers.py``), and the target k x SB3.
 
-A target above bound A is out of reach for any implementation; one above bound B is out of reach
-for an XLA program on this machine. Run: ``python benchmarks/bench_roofline.py [--peers-dir DIR]``.
+A target above bound A is out of reach for any implementation; one above bound B (large products
+only) is out of reach for an XLA program on this machine. Run: ``python benchmarks/bench_roofline.py [--peers-dir DIR]``.
 """
 
 from __future__ import annotations
