@@ -23,7 +23,9 @@ Three more sections (``--section``):
   (the least disturbed run on a shared machine; medians are reported alongside). Overhead of a
   stabilizer = ``t(all on) / t(all on but that one) - 1``; the target is under 5%.
   Results: ``benchmarks/results/bench_ppo_overhead_<platform>.md`` (``--seeds 1``) or
-  ``bench_ppo_overhead_<S>seeds_<platform>.md`` (``--seeds S`` vmapped seeds).
+  ``bench_ppo_overhead_<S>seeds_<platform>.md`` (``--seeds S`` vmapped seeds), with
+  ``_one_core`` before ``_<platform>`` when the process may run on one core only (``taskset -c
+  0 python ...``: the stabilizers' own cost without XLA's two-thread scheduling effects).
 * ``chunked``: one ``jax.jit(jax.vmap(train))`` program against the chunk-by-chunk driver
   ``jaxstab.training.loop.run`` (default chunking, without and with a checkpoint after every
   chunk), same seeds, interleaved repetitions, compile excluded (target: under 3%). Results:
@@ -51,7 +53,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks._common import write_results  # noqa: E402  (applies the CPU guard first)
+from benchmarks._common import usable_cores, write_results  # noqa: E402  (CPU guard first)
 
 import gymnax  # noqa: E402
 import jax  # noqa: E402
@@ -219,6 +221,10 @@ def stabilizer_section(timesteps: int, seeds: int, repeats: int) -> None:
     # one file per seed count: the 1-seed table (the issue's reference) is not overwritten by a
     # many-seed run, which measures a different (compute-bound) regime
     name = "bench_ppo_overhead" if seeds == 1 else f"bench_ppo_overhead_{seeds}seeds"
+    if usable_cores() == 1:
+        # a run pinned to one core (`taskset -c 0`) measures the stabilizers' own work without
+        # XLA's two-thread scheduling effects; its own file, next to the two-core one
+        name += "_one_core"
     title = "PPO on CartPole-v1: overhead of each stabilizer" + (
         "" if seeds == 1 else f" ({seeds} vmapped seeds)")
     write_results(name, title, cols, rows, notes, extra={"wall_times": times, "cpu_times": cpu})
