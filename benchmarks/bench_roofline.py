@@ -178,7 +178,7 @@ def live_jaxpr(fn: Any, *args: Any) -> Any:
     return jaxpr
 
 
-def dot_flops(jaxpr: Any) -> tuple[int, int]:
+def dot_flops(jaxpr: Any, inside_while: bool = False) -> tuple[int, int]:
     """FLOPs of the ``dot_general`` equations of a (closed) jaxpr, sub-jaxprs included.
 
     ``scan`` bodies count ``length`` times, ``cond`` the most expensive branch, ``while``
@@ -198,32 +198,20 @@ def dot_flops(jaxpr: Any) -> tuple[int, int]:
             lhs = eqn.invars[0].aval.shape
             contracted = int(np.prod([lhs[d] for d in lc])) if lc else 1
             total += 2 * int(np.prod(eqn.outvars[0].aval.shape)) * contracted
+            in_while += inside_while
             continue
         if name == "cond":
-            costs = [dot_flops(b) for b in eqn.params["branches"]]
+            costs = [dot_flops(b, inside_while) for b in eqn.params["branches"]]
             total += max(c[0] for c in costs)
             in_while += max(c[1] for c in costs)
             continue
         mult = int(eqn.params["length"]) if name == "scan" else 1
         for key, value in eqn.params.items():
             for sub in _sub_jaxprs(value):
-                f, w = dot_flops(sub)
+                f, w = dot_flops(sub, inside_while or (name == "while" and key == "body_jaxpr"))
                 total += mult * f
                 in_while += w
-                if name == "while" and key == "body_jaxpr":
-                    in_while += _count_dots(sub)
     return total, in_while
-
-
-def _count_dots(jaxpr: Any) -> int:
-    jaxpr = getattr(jaxpr, "jaxpr", jaxpr)
-    n = 0
-    for eqn in jaxpr.eqns:
-        n += eqn.primitive.name == "dot_general"
-        for value in eqn.params.values():
-            for sub in _sub_jaxprs(value):
-                n += _count_dots(sub)
-    return n
 
 
 def time_matmul(m: int, k: int, n: int, *, inner: int = 200, repeats: int = 5) -> float:

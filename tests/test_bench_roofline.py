@@ -125,6 +125,17 @@ def test_dot_flops_counts_scan_bodies_length_times_and_the_larger_cond_branch():
 
     assert br.dot_flops(br.live_jaxpr(g, x, w))[0] == 7 * 2 * 4 * 5 * 6
 
+    def h(x, sq):  # a dot in a while body, and one in a while nested in it: each counted once
+        def body(c):
+            i, y = c
+            _, z = jax.lax.while_loop(lambda d: d[0] < 2, lambda d: (d[0] + 1, d[1] @ sq),
+                                      (0, y @ sq))
+            return i + 1, z
+        return jax.lax.while_loop(lambda c: c[0] < 3, body, (0, x))[1]
+
+    flops, in_while = br.dot_flops(br.live_jaxpr(h, x, jnp.ones((5, 5))))
+    assert flops == 2 * (2 * 4 * 5 * 5) and in_while == 2
+
 
 def test_jaxstab_sac_does_only_the_known_extra_product():
     # jaxstab's critic takes concat(obs, action), so the actor loss differentiates through all

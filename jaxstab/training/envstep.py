@@ -26,10 +26,11 @@ warning (the same results, slower) until the new body has been checked and its h
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import warnings
-from typing import Any
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -58,6 +59,7 @@ def _gymnax_base_step():
     return Environment.step
 
 
+@functools.lru_cache(maxsize=None)
 def step_source_hash(step: Any) -> str | None:
     """SHA-256 of a ``step`` function's source (None where the source cannot be read)."""
     try:
@@ -134,3 +136,43 @@ def step_presampled(env: Any, env_params: Any, key_step: jax.Array, state: Any, 
     info = {**info, "terminated": terminated, "truncated": truncated,
             "final_observation": obs_st}
     return obs, state, reward, terminated, truncated, info
+
+
+class RolloutStepper(NamedTuple):
+    """How a rollout of ``num_steps x num_envs`` environment steps calls the environment.
+
+    Attributes:
+      presampled: whether the auto-resets are drawn before the rollout (:func:`can_presample`).
+      prepare: ``keys [T, N] -> (step_keys [T, N], resets)``, called once before the rollout
+        loop; ``resets`` (None without presampling) is scanned over along with the keys.
+      step: ``(keys [N], states, actions [N], resets_t) -> (obs, state, reward, terminated,
+        truncated, info)`` for all environments of one step (``resets_t``: that step's slice of
+        ``resets``); ``env.step``'s results either way.
+    """
+
+    presampled: bool
+    prepare: Callable[[jax.Array], tuple[jax.Array, Any]]
+    step: Callable[..., tuple]
+
+
+def rollout_stepper(env: Any, env_params: Any, num_steps: int, num_envs: int
+                    ) -> RolloutStepper:
+    """The presampled path (:func:`presample_resets` + :func:`step_presampled`) where
+    :func:`can_presample` allows it, else ``env.step`` with the same keys."""
+    if can_presample(env, env_params, num_steps, num_envs):
+        def prepare(keys):
+            key_step, reset_obs, reset_state = presample_resets(env, env_params, keys)
+            return key_step, (reset_obs, reset_state)
+
+        one = functools.partial(step_presampled, env, env_params)
+
+        def step(keys, states, actions, resets):
+            return jax.vmap(one)(keys, states, actions, *resets)
+
+        return RolloutStepper(True, prepare, step)
+
+    def step_plain(keys, states, actions, resets):
+        del resets
+        return jax.vmap(env.step, in_axes=(0, 0, 0, None))(keys, states, actions, env_params)
+
+    return RolloutStepper(False, lambda keys: (keys, None), step_plain)

@@ -310,8 +310,8 @@ def make_runner(
                                   hp.rollback_reward_factor,
                                   jnp.asarray(cfg.rollback_min_history, jnp.int32))
 
-    # auto-resets of a whole rollout drawn before it (env.step's results; see envstep)
-    presample = ES.can_presample(env, env_params, cfg.num_steps, n_env)
+    # auto-resets of a whole rollout drawn before it where possible (env.step's results)
+    stepper = ES.rollout_stepper(env, env_params, cfg.num_steps, n_env)
 
     def flat_obs(o):
         return jnp.reshape(o, (o.shape[0], obs_dim)).astype(jnp.float32)
@@ -366,16 +366,8 @@ def make_runner(
             action = sample_with_noise(kind, pout, noise)
             logp = distribution(kind, pout).log_prob(action)
             a_env = env_action(kind, action, low, high)
-            if presample:
-                reset_obs, reset_state = resets
-                nobs, env_state, reward, term, trunc, info = jax.vmap(
-                    lambda k, s, a, ro, rst: ES.step_presampled(env, env_params, k, s, a, ro,
-                                                                rst))(
-                    env_keys, rs.env_state, a_env, reset_obs, reset_state)
-            else:
-                nobs, env_state, reward, term, trunc, info = jax.vmap(
-                    env.step, in_axes=(0, 0, 0, None))(env_keys, rs.env_state, a_env,
-                                                       env_params)
+            nobs, env_state, reward, term, trunc, info = stepper.step(
+                env_keys, rs.env_state, a_env, resets)
             reward = reward.astype(jnp.float32)
             term = term.astype(bool)
             trunc = trunc.astype(bool)
@@ -406,11 +398,7 @@ def make_runner(
             k_env, k_act = jax.random.split(k_roll)
             env_keys = jax.random.split(k_env, (cfg.num_steps, n_env))
             noise = sampling_noise(kind, k_act, (cfg.num_steps, n_env), nets.action_dim)
-            if presample:
-                env_keys, reset_obs, reset_state = ES.presample_resets(env, env_params, env_keys)
-                resets = (reset_obs, reset_state)
-            else:
-                resets = None
+            env_keys, resets = stepper.prepare(env_keys)
             (rs, stats), traj = jax.lax.scan(env_step, (rs, stats0), (env_keys, noise, resets))
             # traj leaves: [T, N, ...]
             if cfg.reward_norm:

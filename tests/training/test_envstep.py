@@ -36,17 +36,20 @@ def _rollouts(env, env_params, key, T, N):
         out = jax.vmap(env.step, in_axes=(0, 0, 0, None))(k, state, a, env_params)
         return out[1], (out[0], out[2], out[3], out[4], out[5]["final_observation"])
 
+    # the presampled side through the stepper PPO uses (presample_resets + step_presampled)
+    stepper = ES.rollout_stepper(env, env_params, T, N)
+    assert stepper.presampled
+
     def pre(state, xs):
-        k, a, ro, rs = xs
-        out = jax.vmap(lambda k, s, a, ro, rs: ES.step_presampled(env, env_params, k, s, a, ro,
-                                                                   rs))(k, state, a, ro, rs)
+        k, a, resets = xs
+        out = stepper.step(k, state, a, resets)
         return out[1], (out[0], out[2], out[3], out[4], out[5]["final_observation"])
 
     @jax.jit
     def run():
         s1, a = jax.lax.scan(plain, state0, (keys, actions))
-        key_step, reset_obs, reset_state = ES.presample_resets(env, env_params, keys)
-        s2, b = jax.lax.scan(pre, state0, (key_step, actions, reset_obs, reset_state))
+        key_step, resets = stepper.prepare(keys)
+        s2, b = jax.lax.scan(pre, state0, (key_step, actions, resets))
         return (s1, a), (s2, b)
 
     return run()
@@ -82,6 +85,8 @@ def test_can_presample_falls_back():
     # too many resets to hold: CartPole's reset is 4 floats of state + 4 of obs + time
     assert ES.can_presample(env, env_params, 128, 4)
     assert not ES.can_presample(env, env_params, 2**20, 64)
+    assert not ES.rollout_stepper(wrapped, env_params, 8, 2).presampled
+    assert not ES.rollout_stepper(env, env_params, 2**20, 64).presampled
 
 
 def test_can_presample_refuses_a_changed_gymnax_step(monkeypatch):
