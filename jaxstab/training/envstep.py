@@ -14,8 +14,9 @@ out of the loop): flags, integers and keys identical, floats equal to rounding (
 step's arithmetic differently in the two programs; tested on five gymnax environments and
 jaxstab's portfolio environment). It applies to environments that use gymnax's own
 ``Environment.step`` (not overridden, e.g. not a wrapper) and whose ``T x N`` reset states and
-observations fit in :data:`MAX_PRESAMPLED_BYTES`; :func:`can_presample` says so, and the caller
-falls back to ``env.step`` otherwise.
+observations fit in :data:`MAX_PRESAMPLED_BYTES`; :func:`can_presample` says so.
+:func:`rollout_stepper` makes that choice once and returns the two calls a rollout needs
+(``prepare`` before the loop, ``step`` inside it), falling back to ``env.step`` otherwise.
 
 :func:`step_presampled` restates the body of gymnax's ``Environment.step``; should a gymnax
 release change that body, the restatement would drift from it. So :func:`can_presample` also
