@@ -57,7 +57,7 @@ import jax.numpy as jnp
 import numpy as np
 
 __all__ = ["Runner", "run", "finalize", "broadcast_hparams", "scan_chunks", "map_seeds",
-           "RUN_FILE"]
+           "with_seed_layout", "resolve_seed_vmap", "SEED_VMAP_MODES", "RUN_FILE"]
 
 #: name of the run-description file written into a checkpoint directory.
 RUN_FILE = "jaxstab_run.json"
@@ -143,9 +143,12 @@ def map_seeds(fn: Callable[..., Any], *, seeds_per_batch: int | None = None,
               in_axes: int | None | tuple[int | None, ...] = 0) -> Callable[..., Any]:
     """``jax.vmap(fn)`` over a leading seed axis, or the same result computed in batches of seeds.
 
-    ``seeds_per_batch=None`` is exactly ``jax.vmap(fn, in_axes=in_axes)``. An int ``b`` runs a
+    ``seeds_per_batch=None`` is exactly ``jax.vmap(fn, in_axes=in_axes)`` (for a ``fn`` built by
+    :func:`with_seed_layout`, as the trainers' ``make_train`` are, its ``seed_vmap`` decides how
+    that vmap runs). An int ``b`` runs a
     ``jax.lax.map`` (a sequential loop inside the compiled program) over groups of ``b`` seeds,
-    each group vmapped (also for ``b = 1``: a vmap of one seed); a last group of ``S mod b``
+    each group vmapped (also for ``b = 1``: a vmap of one seed; ``fn.vectorized`` where ``fn``
+    has one); a last group of ``S mod b``
     seeds is vmapped on its own. The output has the same structure and shapes as the vmap's.
     Every seed computes the same mathematics, but XLA may round differently in a narrower batch
     (tiling, fusion), and RL runs are chaotic: results drift apart from the all-seed vmap over
@@ -187,6 +190,7 @@ def map_seeds(fn: Callable[..., Any], *, seeds_per_batch: int | None = None,
     _check_seeds_per_batch(seeds_per_batch)
     if seeds_per_batch is None:
         return jax.vmap(fn, in_axes=in_axes)
+    fn = getattr(fn, "vectorized", fn)  # groups are vectorized whatever fn's seed layout
 
     def mapped(*args):
         axes = tuple(in_axes) if isinstance(in_axes, (tuple, list)) else (in_axes,) * len(args)
@@ -227,6 +231,85 @@ def map_seeds(fn: Callable[..., Any], *, seeds_per_batch: int | None = None,
         return out
 
     return mapped
+
+
+#: values of ``seed_vmap`` (:func:`with_seed_layout`, ``make_train(..., seed_vmap=...)``).
+SEED_VMAP_MODES = ("auto", "loop", "vectorize")
+
+
+def resolve_seed_vmap(seed_vmap: str, backend: str | None = None) -> str:
+    """``"loop"`` or ``"vectorize"``: what ``seed_vmap`` means on ``backend``.
+
+    ``"auto"`` is ``"loop"`` on the CPU and ``"vectorize"`` on any other backend (GPU, TPU);
+    ``backend`` defaults to ``jax.default_backend()``.
+
+    Raises:
+      ValueError: if ``seed_vmap`` is not one of :data:`SEED_VMAP_MODES`.
+    """
+    if not isinstance(seed_vmap, str) or seed_vmap not in SEED_VMAP_MODES:
+        raise ValueError(f"seed_vmap must be one of {SEED_VMAP_MODES}, got {seed_vmap!r}")
+    if seed_vmap != "auto":
+        return seed_vmap
+    return "loop" if (backend or jax.default_backend()) == "cpu" else "vectorize"
+
+
+def with_seed_layout(fn: Callable[..., Any], seed_vmap: str = "auto") -> Callable[..., Any]:
+    """``fn`` (a one-seed program) with a batching rule that decides how ``jax.vmap`` runs it.
+
+    ``"vectorize"``: ``jax.vmap(fn)`` is the ordinary vectorized program (every operation gets
+    a leading seed axis). ``"loop"``: ``jax.vmap(fn)`` runs the seeds one after another inside
+    the compiled program (:func:`map_seeds` with ``seeds_per_batch=1``; unbatched arguments are
+    broadcast first); the results are those of single-seed runs up to float rounding. ``"auto"``
+    (default) chooses when the vmap is traced (:func:`resolve_seed_vmap`: loop on the CPU).
+
+    Why: on a small CPU the batched matrix products of a many-seed vmap run no faster per seed
+    than one seed's, and XLA splits them over its threads at a loss; a loop of single seeds was
+    the fastest one-device layout for SAC (Pendulum, 64x64 networks, 8 seeds, 2-core Xeon:
+    ``benchmarks/results/bench_peers_sac_*_cpu.md``, rows "jaxstab" vs "jaxstab, vectorized").
+    On a GPU one wide vmap fills the device. Only the innermost ``vmap`` of nested vmaps loops;
+    :func:`map_seeds` with an int ``seeds_per_batch`` vmaps ``fn.vectorized`` (the plain
+    function) in its groups.
+
+    Args:
+      fn: ``fn(*args)`` of one seed; positional arguments only, every output a JAX array tree.
+      seed_vmap: one of :data:`SEED_VMAP_MODES`.
+
+    Returns:
+      A function computing ``fn``; it carries ``.vectorized`` (``fn`` itself) and
+      ``.seed_vmap`` (the mode given). With ``"vectorize"`` the batching rule is not installed.
+
+    Raises:
+      ValueError: for an unknown ``seed_vmap``.
+    """
+    resolve_seed_vmap(seed_vmap, backend="cpu")  # validates the name
+    if seed_vmap == "vectorize":
+        def plain(*args):
+            return fn(*args)
+        wrapped = plain
+    else:
+        from jax.custom_batching import custom_vmap
+
+        ruled = custom_vmap(fn)
+
+        @ruled.def_vmap
+        def _rule(axis_size, in_batched, *args):
+            if resolve_seed_vmap(seed_vmap) == "vectorize":
+                axes = jax.tree_util.tree_map(lambda b: 0 if b else None, tuple(in_batched))
+                out = jax.vmap(fn, in_axes=axes)(*args)
+            else:
+                args = jax.tree_util.tree_map(
+                    lambda x, b: x if b else jnp.broadcast_to(x, (axis_size,) + jnp.shape(x)),
+                    tuple(args), tuple(in_batched))
+                out = map_seeds(fn, seeds_per_batch=1)(*args)
+            return out, jax.tree_util.tree_map(lambda _: True, out)
+
+        def wrapped(*args):
+            return ruled(*args)
+
+    functools.update_wrapper(wrapped, fn)
+    wrapped.vectorized = fn
+    wrapped.seed_vmap = seed_vmap
+    return wrapped
 
 
 def _strong(tree: Any) -> Any:
