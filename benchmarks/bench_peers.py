@@ -65,7 +65,10 @@ SAC_SETTINGS = (
     "Pendulum-v1, actor and twin critics 64x64 (ReLU), batch 256, 1 environment, one gradient "
     "step per environment step, replay capacity = steps, learning after 1000 steps, lr 1e-3 "
     "(actor, critics, temperature), gamma 0.99, tau 0.005, target entropy -1. jaxstab and rejax "
-    "run all seeds in one jit(vmap(train)); SB3 and SBX one seed on a reduced budget, for steps/s"
+    "run all seeds in one jit(vmap(train)) (jaxstab's train, built with its default "
+    "seed_vmap=\"auto\" since 2026-12-06, runs that vmap's seeds one after another inside the "
+    "program on the CPU; rows \"jaxstab, vectorized\" batch every operation over the seeds, as "
+    "jaxstab did before and rejax does); SB3 and SBX one seed on a reduced budget, for steps/s"
     " only (their steps/s is the rate after the 1000 warm-up steps, when every step does a "
     "gradient step; jaxstab's and rejax's include the cheap warm-up steps, 5% of 20k and 2% of "
     "50k, which flatters them by at most that much vs SB3/SBX). rejax clips gradients element-"
@@ -403,6 +406,11 @@ def curve_figure(agg: dict, pairs: Sequence[tuple[tuple, tuple]], path: str) -> 
     return path
 
 
+#: library name of jaxstab's SAC runs built with ``seed_vmap="vectorize"`` (the name
+#: ``benchmarks/peers/jaxstab_sac.py --vectorize 1`` reports).
+VECTORIZED_NAME = "jaxstab, vectorized"
+
+
 def grouped_name(seeds_per_batch: int) -> str:
     """Library name of jaxstab's runs with ``--seeds-per-batch`` (its runners report it)."""
     return f"jaxstab, groups of {seeds_per_batch}"
@@ -410,7 +418,7 @@ def grouped_name(seeds_per_batch: int) -> str:
 
 def plan(suite: str, quick: bool, repeats: int, *, repeats_n: int = 1,
          sac_big_steps: int = 50_000, seeds_per_batch: int = 0,
-         cpu_devices: int = 0) -> dict[str, Any]:
+         cpu_devices: int = 0, vectorized: bool = False) -> dict[str, Any]:
     """Interleaved job list and the keys used in the ratio tables for one suite.
 
     ``repeats``: interleaved repetitions of the 1-seed (jaxstab, rejax) timing pair;
@@ -420,7 +428,11 @@ def plan(suite: str, quick: bool, repeats: int, *, repeats_n: int = 1,
     (``jaxstab.training.loop.map_seeds``), compared with rejax in extra rows; ``cpu_devices``
     > 0: every N-seed pair is followed by the same pair with the seeds split over that many
     CPU devices (ours: ``jaxstab.distributed.sweep``; rejax: the same ``shard_map`` written in
-    its runner), compared with rejax both ways (one device, and the same devices).
+    its runner), compared with rejax both ways (one device, and the same devices);
+    ``vectorized`` (SAC only): every 8-seed jaxstab job is followed by the same job with
+    ``make_train(..., seed_vmap="vectorize")`` ("jaxstab, vectorized": every operation batched
+    over the seeds, where the default vmap loops over them on the CPU), compared with rejax in
+    extra rows.
 
     Repetition r of a pair runs with ``--seed 1000 * r`` on both sides (same seeds for ours and
     the peer, distinct runs across repetitions), so the returns of all repetitions are pooled.
@@ -428,11 +440,17 @@ def plan(suite: str, quick: bool, repeats: int, *, repeats_n: int = 1,
     def seed(r: int) -> tuple[str, ...]:
         return ("--seed", str(1000 * r)) if r else ()
 
+    if vectorized and suite != "sac":
+        raise ValueError("vectorized rows exist for the SAC suite only")
+
     def grouped(algo: str, steps: int, n: int, r: int) -> list[Job]:
-        if seeds_per_batch <= 0:
-            return []
-        return [Job("jaxstab", algo, steps, n, ("--seeds-per-batch", str(seeds_per_batch))
-                    + seed(r))]
+        jobs = []
+        if seeds_per_batch > 0:
+            jobs.append(Job("jaxstab", algo, steps, n,
+                            ("--seeds-per-batch", str(seeds_per_batch)) + seed(r)))
+        if vectorized:
+            jobs.append(Job("jaxstab", algo, steps, n, ("--vectorize", "1") + seed(r)))
+        return jobs
 
     def pair(algo: str, steps: int, n: int, r: int) -> list[Job]:
         jobs = [Job("jaxstab", algo, steps, n, seed(r)), *grouped(algo, steps, n, r),
@@ -464,6 +482,10 @@ def plan(suite: str, quick: bool, repeats: int, *, repeats_n: int = 1,
                 grouped_big = (grouped_name(seeds_per_batch), big, n)
                 budget.append((grouped_big, ("rejax", big, n)))
                 learn.append((grouped_big, ("rejax", big, n)))
+            if vectorized:
+                vec_big = (VECTORIZED_NAME, big, n)
+                budget.append((vec_big, ("rejax", big, n)))
+                learn.append((vec_big, ("rejax", big, n)))
             if cpu_devices > 0:
                 ours_big = (f"jaxstab, {cpu_devices} CPU devices", big, n)
                 rejax_big = (f"rejax, {cpu_devices} CPU devices", big, n)
@@ -491,17 +513,22 @@ def plan(suite: str, quick: bool, repeats: int, *, repeats_n: int = 1,
         targets = PPO_TARGETS
     else:
         raise ValueError(f"suite must be 'sac' or 'ppo', got {suite!r}")
-    extra = []
+    extra, extra_learn = [], []
+    if vectorized:
+        extra.append(((VECTORIZED_NAME, steps, n), ("rejax", steps, n)))
+        extra_learn.append(extra[-1])
     if cpu_devices > 0:
         ours_d = (f"jaxstab, {cpu_devices} CPU devices", steps, n)
-        extra = [(ours_d, ("rejax", steps, n)),
-                 (ours_d, (f"rejax, {cpu_devices} CPU devices", steps, n))]
+        d_pairs = [(ours_d, ("rejax", steps, n)),
+                   (ours_d, (f"rejax, {cpu_devices} CPU devices", steps, n))]
+        extra += d_pairs
+        extra_learn.append(d_pairs[1])
     return {"jobs": jobs, "ours_1": ("jaxstab", steps, 1), "ours_n": ("jaxstab", steps, n),
             "rejax_1": ("rejax", steps, 1), "rejax_n": ("rejax", steps, n),
             "ours_g": ((grouped_name(seeds_per_batch), steps, n) if seeds_per_batch > 0
                        else None),
             "extra_pairs": extra, "budget_pairs": budget, "slow": slow_keys,
-            "learn": learn + extra[1:],
+            "learn": learn + extra_learn,
             "targets": targets}
 
 
@@ -583,7 +610,9 @@ def render(suite: str, quick: bool, p: dict[str, Any], results: list[dict[str, A
         "configuration ran more than once; the last column lists each repetition's steps/s). "
         "steps/s = seeds x steps / run time. Repetitions of a pair run with distinct seeds "
         "(`--seed 1000 * r`, the same on both sides); their returns are pooled.",
-        *(["Seed layouts other than one vmap: \"jaxstab, groups of B\" runs the seeds B at a "
+        *(["Seed layouts other than the default vmap: \"jaxstab, vectorized\" is "
+           "`make_train(..., seed_vmap=\"vectorize\")` in the same jit(vmap(train)); "
+           "\"jaxstab, groups of B\" runs the seeds B at a "
            "time inside one program (`jaxstab.training.loop.map_seeds`); \"<library>, D CPU "
            "devices\" gives the process D CPU devices and splits the seeds over them, S/D per "
            "device (ours: `jaxstab.distributed.use_cpu_devices` + `sweep`, compile time = first "
@@ -648,12 +677,12 @@ def with_eval_episodes(jobs: list[Job], episodes: int | None) -> list[Job]:
 def run_suite(suite: str, quick: bool, peers_dir: str, repeats: int, timeout: float, *,
               repeats_n: int = 1, sac_big_steps: int = 50_000, seeds_per_batch: int = 0,
               cpu_devices: int = 0, name: str | None = None,
-              eval_episodes: int | None = None) -> str:
+              eval_episodes: int | None = None, vectorized: bool = False) -> str:
     """Run one suite's jobs interleaved, rewriting the result files after every job."""
     import benchmarks._common  # noqa: F401  (import jaxstab: its XLA_FLAGS reach the children)
 
     p = plan(suite, quick, repeats, repeats_n=repeats_n, sac_big_steps=sac_big_steps,
-             seeds_per_batch=seeds_per_batch, cpu_devices=cpu_devices)
+             seeds_per_batch=seeds_per_batch, cpu_devices=cpu_devices, vectorized=vectorized)
     p["jobs"] = with_eval_episodes(p["jobs"], eval_episodes)
     for lib in sorted({j.lib for j in p["jobs"]}):
         peer_python(lib, peers_dir)  # fail early with the setup hint
@@ -696,6 +725,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--cpu-devices", type=int, default=0, metavar="D",
                     help="also run every N-seed pair with the seeds split over D CPU devices "
                          "(jaxstab.distributed.sweep; rejax through the same shard_map); 0: not")
+    ap.add_argument("--sac-vectorized", action="store_true",
+                    help="also run jaxstab's 8-seed SAC jobs with make_train(seed_vmap="
+                         "'vectorize') (every operation batched over the seeds; the default "
+                         "vmap loops over them on the CPU)")
     ap.add_argument("--timeout", type=float, default=3600.0, help="seconds per job")
     ap.add_argument("--eval-episodes", type=int, default=None, metavar="N",
                     help="evaluation episodes of every runner (default: the runners' 10); more "
@@ -718,7 +751,8 @@ def main(argv: list[str] | None = None) -> None:
         p = plan(args.suite, args.quick, args.repeats, repeats_n=args.repeats_n,
                  sac_big_steps=args.sac_big_steps,
                  seeds_per_batch=(args.sac_seeds_per_batch if args.suite == "sac"
-                                  else args.ppo_seeds_per_batch), cpu_devices=args.cpu_devices)
+                                  else args.ppo_seeds_per_batch), cpu_devices=args.cpu_devices,
+                 vectorized=args.sac_vectorized and args.suite == "sac")
         found = re.search(r"\(started ([^)]*)\)", data.get("notes", ""))
         t_start = data.get("t_start") or (found.group(1) if found else data["machine"]["date"])
         render(args.suite, args.quick, p, data["results"], data["load_start"], data["load_end"],
@@ -735,7 +769,8 @@ def main(argv: list[str] | None = None) -> None:
                   repeats_n=args.repeats_n, sac_big_steps=args.sac_big_steps,
                   seeds_per_batch=(args.sac_seeds_per_batch if suite == "sac"
                                    else args.ppo_seeds_per_batch), cpu_devices=args.cpu_devices,
-                  name=args.name, eval_episodes=args.eval_episodes)
+                  name=args.name, eval_episodes=args.eval_episodes,
+                  vectorized=args.sac_vectorized and suite == "sac")
 
 
 if __name__ == "__main__":

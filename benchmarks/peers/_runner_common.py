@@ -196,10 +196,16 @@ def time_first_call(call: Callable[[int], Any], *, repeats: int,
     return max(first - min(times), 0.0), times, out
 
 
-def jaxstab_name(seeds_per_batch: int | None, cpu_devices: int) -> str:
+#: library name of jaxstab's SAC runs with ``make_train(..., seed_vmap="vectorize")``.
+VECTORIZED_NAME = "jaxstab, vectorized"
+
+
+def jaxstab_name(seeds_per_batch: int | None, cpu_devices: int, vectorize: bool = False) -> str:
     """Library name jaxstab's runners report: how the seeds were run."""
     if cpu_devices:
         return f"jaxstab, {cpu_devices} CPU devices"
+    if vectorize:
+        return VECTORIZED_NAME
     return "jaxstab" if seeds_per_batch is None else f"jaxstab, groups of {seeds_per_batch}"
 
 

@@ -18,6 +18,11 @@ evaluation: the mean undiscounted return of ``--eval-episodes`` episodes with th
 steps inside the timed program, like rejax's; ``eval_curve[i]`` lists all of seed i's
 evaluations (after ``eval_steps`` environment steps).
 
+``jax.vmap(train)`` runs the seeds as ``make_train``'s default ``seed_vmap="auto"`` decides (on
+the CPU: one after another inside the program); ``--vectorize 1`` builds ``train`` with
+``seed_vmap="vectorize"`` (every operation batched over the seeds) and reports itself as
+"jaxstab, vectorized".
+
 With ``--cpu-devices D`` the process gets D CPU devices (``jaxstab.distributed.use_cpu_devices``,
 before JAX starts) and the seeds run through
 ``jaxstab.distributed.sweep``, S/D per device; ``compile_s`` is then the first call minus the
@@ -50,11 +55,12 @@ from jaxstab.training.sac import make_train  # noqa: E402
 
 def main(argv: list[str] | None = None) -> dict:
     args = rc.parse_args(__doc__, argv, steps=20_000, seeds=8, repeats=True,
-                         extra_ints={"--seeds-per-batch": 0, "--cpu-devices": 0})
+                         extra_ints={"--seeds-per-batch": 0, "--cpu-devices": 0,
+                                     "--vectorize": 0})
     spb = args.seeds_per_batch or None  # 0: one vmap over all seeds
+    if sum(bool(x) for x in (spb, args.cpu_devices, args.vectorize)) > 1:
+        raise ValueError("--cpu-devices, --seeds-per-batch and --vectorize are exclusive")
     if args.cpu_devices:
-        if spb:
-            raise ValueError("--cpu-devices and --seeds-per-batch are exclusive")
         use_cpu_devices(args.cpu_devices)
     import gymnax  # imported here: importing gymnax starts JAX's backend
     rc.check_steps(args.steps, minimum=2_000, multiple=10)
@@ -67,7 +73,8 @@ def main(argv: list[str] | None = None) -> dict:
     hp = default_hparams(cfg, 1, actor_lr=1e-3, critic_lr=1e-3, alpha_lr=1e-3)
     n = args.seeds
     hps = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (n,)), hp)
-    train = make_train(cfg, env, env_params)
+    train = make_train(cfg, env, env_params,
+                       seed_vmap="vectorize" if args.vectorize else "auto")
     keys_for = lambda rep: jax.random.split(jax.random.key(args.seed + rep), n)  # noqa: E731
     if args.cpu_devices:
         compile_s, times, out = rc.time_first_call(
@@ -78,7 +85,7 @@ def main(argv: list[str] | None = None) -> dict:
             jax.jit(map_seeds(train, seeds_per_batch=spb)), lambda rep: (keys_for(rep), hps),
             repeats=args.repeats, block=jax.block_until_ready)
     return rc.emit_result(
-        peer=rc.jaxstab_name(spb, args.cpu_devices), algo="sac",
+        peer=rc.jaxstab_name(spb, args.cpu_devices, bool(args.vectorize)), algo="sac",
         env="Pendulum-v1", steps=args.steps, seeds=n,
         hidden=args.hidden, times=times, compile_s=compile_s, parallel_seeds=True,
         final_returns=np.asarray(out.eval_returns)[:, -1],
