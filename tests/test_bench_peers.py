@@ -277,6 +277,37 @@ def test_missing_peer_environment_names_setup_script(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
+def test_plan_with_vectorized_sac_rows():
+    """``vectorized``: each 8-seed jaxstab SAC job is followed by its ``--vectorize 1`` twin,
+    compared with rejax at both budgets (speed and learning); PPO has no such rows."""
+    p = bp.plan("sac", quick=False, repeats=1, repeats_n=1, sac_big_steps=50_000,
+                vectorized=True)
+    many = [(j.lib, j.steps, j.extra) for j in p["jobs"] if j.seeds == 8]
+    assert many == [("jaxstab", 20_000, ()), ("jaxstab", 20_000, ("--vectorize", "1")),
+                    ("rejax", 20_000, ()), ("jaxstab", 50_000, ()),
+                    ("jaxstab", 50_000, ("--vectorize", "1")), ("rejax", 50_000, ())]
+    vec20, vec50 = (bp.VECTORIZED_NAME, 20_000, 8), (bp.VECTORIZED_NAME, 50_000, 8)
+    assert p["extra_pairs"] == [(vec20, ("rejax", 20_000, 8))]
+    assert (vec50, ("rejax", 50_000, 8)) in p["budget_pairs"]
+    assert (vec20, ("rejax", 20_000, 8)) in p["learn"]
+    assert (vec50, ("rejax", 50_000, 8)) in p["learn"]
+    assert bp.plan("sac", quick=False, repeats=1)["extra_pairs"] == []
+    with pytest.raises(ValueError, match="SAC suite only"):
+        bp.plan("ppo", quick=False, repeats=1, vectorized=True)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_real_tiny_vectorized_run_reports_its_name(tmp_path):
+    """The runner's ``--vectorize 1`` builds the batched program and names itself as the
+    orchestrator expects."""
+    res = bp.run_job(bp.Job("jaxstab", "sac", 2_000, 2, ("--vectorize", "1")), str(tmp_path),
+                     timeout=560)
+    assert "error" not in res, res.get("error")
+    assert res["peer"] == bp.VECTORIZED_NAME and res["seeds"] == 2
+    assert len(res["final_returns"]) == 2
+
+
 def test_real_tiny_run_of_our_sac_runner(tmp_path):
     """jaxstab's runner for real (2000 steps, 1 seed) through run_job, no peer venv needed."""
     res = bp.run_job(bp.Job("jaxstab", "sac", 2_000, 1), str(tmp_path), timeout=560)

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import inspect
 import json
 import math
 import os
@@ -144,7 +145,7 @@ def map_seeds(fn: Callable[..., Any], *, seeds_per_batch: int | None = None,
     """``jax.vmap(fn)`` over a leading seed axis, or the same result computed in batches of seeds.
 
     ``seeds_per_batch=None`` is exactly ``jax.vmap(fn, in_axes=in_axes)`` (for a ``fn`` built by
-    :func:`with_seed_layout`, as the trainers' ``make_train`` are, its ``seed_vmap`` decides how
+    :func:`with_seed_layout`, as SAC's ``make_train`` is, its ``seed_vmap`` decides how
     that vmap runs). An int ``b`` runs a
     ``jax.lax.map`` (a sequential loop inside the compiled program) over groups of ``b`` seeds,
     each group vmapped (also for ``b = 1``: a vmap of one seed; ``fn.vectorized`` where ``fn``
@@ -271,7 +272,8 @@ def with_seed_layout(fn: Callable[..., Any], seed_vmap: str = "auto") -> Callabl
     function) in its groups.
 
     Args:
-      fn: ``fn(*args)`` of one seed; positional arguments only, every output a JAX array tree.
+      fn: ``fn(*args)`` of one seed, every output a JAX array tree (keyword arguments are
+        bound to their positions before the rule sees them).
       seed_vmap: one of :data:`SEED_VMAP_MODES`.
 
     Returns:
@@ -283,8 +285,8 @@ def with_seed_layout(fn: Callable[..., Any], seed_vmap: str = "auto") -> Callabl
     """
     resolve_seed_vmap(seed_vmap, backend="cpu")  # validates the name
     if seed_vmap == "vectorize":
-        def plain(*args):
-            return fn(*args)
+        def plain(*args, **kwargs):
+            return fn(*args, **kwargs)
         wrapped = plain
     else:
         from jax.custom_batching import custom_vmap
@@ -303,7 +305,11 @@ def with_seed_layout(fn: Callable[..., Any], seed_vmap: str = "auto") -> Callabl
                 out = map_seeds(fn, seeds_per_batch=1)(*args)
             return out, jax.tree_util.tree_map(lambda _: True, out)
 
-        def wrapped(*args):
+        signature = inspect.signature(fn)
+
+        def wrapped(*args, **kwargs):
+            if kwargs:  # the batching rule takes positional arguments only
+                args = signature.bind(*args, **kwargs).args
             return ruled(*args)
 
     functools.update_wrapper(wrapped, fn)

@@ -17,6 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from _jaxpr_tools import dot_batch_sizes
+
 from jaxstab.training import loop
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -280,6 +282,62 @@ def test_map_seeds_equals_vmap_and_a_loop_of_single_seeds(seeds_per_batch):
     same = jax.jit(loop.map_seeds(_mlp_seed_fn, in_axes=(0, None, 0)))(params, x, scale)
     for k in ref:
         np.testing.assert_array_equal(np.asarray(same[k]), np.asarray(ref[k]))
+
+
+def test_with_seed_layout_loop_and_vectorize(monkeypatch):
+    """``jax.vmap`` of a ``with_seed_layout`` function: "loop" has no product batched over the
+    seeds (only groups of 1) and equals single-seed calls; "vectorize" batches them; "auto"
+    follows the backend; in_axes None, nested vmaps and map_seeds' groups work."""
+    s = 7  # no other axis of the toy has this size
+    k1, k2, k3 = jax.random.split(jax.random.key(2), 3)
+    params = {"w1": jax.random.normal(k1, (s, 6, 16)), "w2": jax.random.normal(k2, (s, 16, 3))}
+    x = jax.random.normal(k3, (s, 5, 6))
+    scale = jnp.arange(1, s + 1, dtype=jnp.float32)
+    ref = jax.jit(jax.vmap(_mlp_seed_fn))(params, x, scale)
+    layouts = {}
+    for mode in loop.SEED_VMAP_MODES:
+        fn = loop.with_seed_layout(_mlp_seed_fn, mode)
+        assert fn.vectorized is _mlp_seed_fn and fn.seed_vmap == mode
+        jaxpr = jax.make_jaxpr(jax.vmap(fn))(params, x, scale).jaxpr
+        layouts[mode] = dot_batch_sizes(jaxpr)
+        got = jax.jit(jax.vmap(fn))(params, x, scale)
+        for k in ref:
+            assert got[k].shape == ref[k].shape, k
+            np.testing.assert_allclose(np.asarray(got[k]), np.asarray(ref[k]), rtol=1e-5,
+                                       atol=1e-5, err_msg=f"{mode} {k}")
+    assert (s,) in layouts["vectorize"]
+    assert layouts["loop"] and all(b in ((), (1,)) for b in layouts["loop"]), layouts["loop"]
+    expected_auto = "loop" if jax.default_backend() == "cpu" else "vectorize"
+    assert layouts["auto"] == layouts[expected_auto]
+    assert loop.resolve_seed_vmap("auto", backend="cpu") == "loop"
+    assert loop.resolve_seed_vmap("auto", backend="gpu") == "vectorize"
+    fn = loop.with_seed_layout(_mlp_seed_fn, "loop")
+    # an argument shared by every seed (in_axes None) is broadcast inside the rule
+    shared = jax.jit(jax.vmap(fn, in_axes=(0, None, 0)))(params, x[0], scale)
+    ref_shared = jax.vmap(_mlp_seed_fn, in_axes=(0, None, 0))(params, x[0], scale)
+    np.testing.assert_allclose(np.asarray(shared["y"]), np.asarray(ref_shared["y"]), rtol=1e-5,
+                               atol=1e-5)
+    # nested vmaps (e.g. seeds x hyperparameters): same values
+    nest = lambda t: jax.tree_util.tree_map(lambda a: a[:6].reshape((2, 3) + a.shape[1:]), t)  # noqa: E731
+    nested = jax.jit(jax.vmap(jax.vmap(fn)))(nest(params), nest(x), nest(scale))
+    np.testing.assert_allclose(np.asarray(nested["y"]).reshape(ref["y"][:6].shape),
+                               np.asarray(ref["y"][:6]), rtol=1e-5, atol=1e-5)
+    # keyword arguments reach the rule by position
+    kw = jax.jit(jax.vmap(lambda p, xx, sc: fn(p, x=xx, scale=sc)))(params, x, scale)
+    np.testing.assert_allclose(np.asarray(kw["y"]), np.asarray(ref["y"]), rtol=1e-5, atol=1e-5)
+    # "auto" decides when the vmap is traced: on another backend the rule vectorizes
+    auto = loop.with_seed_layout(_mlp_seed_fn, "auto")
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    on_gpu = dot_batch_sizes(jax.make_jaxpr(jax.vmap(auto))(params, x, scale).jaxpr)
+    monkeypatch.undo()
+    assert on_gpu == layouts["vectorize"]
+    # map_seeds' groups vectorize the plain function: a product batched over a group of 3
+    grouped = jax.make_jaxpr(loop.map_seeds(fn, seeds_per_batch=3))(params, x, scale).jaxpr
+    assert (3,) in dot_batch_sizes(grouped)
+    with pytest.raises(ValueError, match="seed_vmap"):
+        loop.with_seed_layout(_mlp_seed_fn, "sequential")
+    with pytest.raises(ValueError, match="seed_vmap"):
+        loop.resolve_seed_vmap(None)
 
 
 def test_map_seeds_argument_errors():

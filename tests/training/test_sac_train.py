@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _jaxpr_tools import dot_batch_sizes
 from flax import struct
 from gymnax.environments import environment, spaces
 
@@ -131,11 +132,12 @@ def test_runner_chunks_reproduce_train():
     np.testing.assert_array_equal(chunked.state.buffer.data.obs, ref.state.buffer.data.obs)
 
 
-def test_vmap_over_seeds_and_hparams_matches_single_runs():
+@pytest.mark.parametrize("seed_vmap", ["loop", "vectorize"])
+def test_vmap_over_seeds_and_hparams_matches_single_runs(seed_vmap):
     env, params = gymnax.make("Pendulum-v1")
     cfg = _small_cfg(num_envs=2, updates_per_step=2, critic="quantile", num_quantiles=5,
                      tqc_drop=1, variance_scaling="normalize")
-    train = make_train(cfg, env, params)
+    train = make_train(cfg, env, params, seed_vmap=seed_vmap)
     hp = default_hparams(cfg, 1)
     hps = jax.tree_util.tree_map(lambda x: jnp.stack([x, x]), hp)
     hps = hps._replace(actor_lr=jnp.array([1e-3, 3e-4], jnp.float32),
@@ -160,6 +162,27 @@ def test_vmap_over_seeds_and_hparams_matches_single_runs():
         np.testing.assert_array_equal(out_m.eval_returns[i], out_i.eval_returns[0])
         for k in ("critic_loss", "actor_loss", "alpha", "vs_weight"):
             np.testing.assert_array_equal(out_m.metrics[k][i], out_i.metrics[k][0], err_msg=k)
+
+
+def test_seed_vmap_layouts_of_the_sac_program():
+    """``jax.vmap(train)``: with "loop" no matrix product is batched over the 5 seeds (the
+    seeds run one after another, each in a vmap of one), with "vectorize" some are; the
+    default "auto" is "loop" on the CPU; ``in_axes=(0, None)`` (shared hyperparameters)."""
+    env, params = gymnax.make("Pendulum-v1")
+    cfg = _small_cfg(num_envs=2)
+    hp = default_hparams(cfg, 1)
+    keys = jax.random.split(jax.random.key(0), 5)
+    sizes = {}
+    for mode in ("auto", "loop", "vectorize"):
+        train = make_train(cfg, env, params, seed_vmap=mode)
+        sizes[mode] = dot_batch_sizes(
+            jax.make_jaxpr(jax.vmap(train, in_axes=(0, None)))(keys, hp).jaxpr)
+    assert any(5 in b for b in sizes["vectorize"]), sizes["vectorize"]
+    assert sizes["loop"] and not any(5 in b for b in sizes["loop"]), sizes["loop"]
+    assert sizes["auto"] == sizes["loop" if jax.default_backend() == "cpu" else "vectorize"]
+    assert make_train(cfg, env, params).seed_vmap == "auto"
+    with pytest.raises(ValueError, match="seed_vmap"):
+        make_train(cfg, env, params, seed_vmap="per_seed")
 
 
 def test_make_train_validation():
