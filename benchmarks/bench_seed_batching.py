@@ -66,7 +66,9 @@ def sac_workload(steps: int, seeds: int):
                     total_steps=steps, eval_interval=steps // 10, eval_episodes=10)
     hp = default_hparams(cfg, 1, actor_lr=1e-3, critic_lr=1e-3, alpha_lr=1e-3)
     hps = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (seeds,)), hp)
-    train = sac_training.make_train(cfg, env, env_params)
+    # the batched program: "vmap (all seeds)" means every operation batched over the seeds
+    # (make_train's default would loop over the vmapped seeds on the CPU)
+    train = sac_training.make_train(cfg, env, env_params, seed_vmap="vectorize")
 
     def one(key, h):
         return train(key, h).eval_returns[-1]
