@@ -259,8 +259,9 @@ def with_seed_layout(fn: Callable[..., Any], seed_vmap: str = "auto") -> Callabl
 
     ``"vectorize"``: ``jax.vmap(fn)`` is the ordinary vectorized program (every operation gets
     a leading seed axis). ``"loop"``: ``jax.vmap(fn)`` runs the seeds one after another inside
-    the compiled program (:func:`map_seeds` with ``seeds_per_batch=1``; unbatched arguments are
-    broadcast first); the results are those of single-seed runs up to float rounding. ``"auto"``
+    the compiled program (:func:`map_seeds` with ``seeds_per_batch=1``; an argument with no
+    batched leaf stays unbatched, the unbatched leaves of a partly batched one are broadcast);
+    the results are those of single-seed runs up to float rounding. ``"auto"``
     (default) chooses when the vmap is traced (:func:`resolve_seed_vmap`: loop on the CPU).
 
     Why: on a small CPU the batched matrix products of a many-seed vmap run no faster per seed
@@ -299,10 +300,21 @@ def with_seed_layout(fn: Callable[..., Any], seed_vmap: str = "auto") -> Callabl
                 axes = jax.tree_util.tree_map(lambda b: 0 if b else None, tuple(in_batched))
                 out = jax.vmap(fn, in_axes=axes)(*args)
             else:
-                args = jax.tree_util.tree_map(
-                    lambda x, b: x if b else jnp.broadcast_to(x, (axis_size,) + jnp.shape(x)),
-                    tuple(args), tuple(in_batched))
-                out = map_seeds(fn, seeds_per_batch=1)(*args)
+                # an argument with no batched leaf stays unbatched (in_axes None: e.g. a chunk
+                # index keeps a warm-up lax.cond a real branch); one with some batched leaves
+                # gets the others broadcast
+                axes, full = [], []
+                for arg, batched in zip(args, in_batched):
+                    flags = jax.tree_util.tree_leaves(batched)
+                    if not any(flags):
+                        axes.append(None)
+                        full.append(arg)
+                        continue
+                    axes.append(0)
+                    full.append(jax.tree_util.tree_map(
+                        lambda x, b: x if b else jnp.broadcast_to(x, (axis_size,) + jnp.shape(x)),
+                        arg, batched))
+                out = map_seeds(fn, seeds_per_batch=1, in_axes=tuple(axes))(*full)
             return out, jax.tree_util.tree_map(lambda _: True, out)
 
         signature = inspect.signature(fn)

@@ -101,7 +101,8 @@ def _space_dim(space: Any, name: str) -> int:
 
 
 def make_runner(cfg: SACConfig, env: Any, env_params: Any, *,
-                networks: SACNetworks | None = None, eval_max_steps: int | None = None) -> Runner:
+                networks: SACNetworks | None = None, eval_max_steps: int | None = None,
+                seed_vmap: str = "auto") -> Runner:
     """SAC training cut into chunks of one evaluation interval (:mod:`jaxstab.training.loop`).
 
     ``init(key, hparams) -> SACRunnerState``; ``run_chunk(carry, hparams, chunk_index) ->
@@ -115,6 +116,9 @@ def make_runner(cfg: SACConfig, env: Any, env_params: Any, *,
 
     Args:
       cfg, env, env_params, networks, eval_max_steps: as :func:`make_train`.
+      seed_vmap: how ``jax.vmap(run_chunk)`` (as :func:`jaxstab.training.loop.run` calls it)
+        runs its seeds, as in :func:`make_train` (default ``"auto"``: one after another on the
+        CPU).
 
     Returns:
       :class:`jaxstab.training.loop.Runner` with ``num_chunks = total_steps // eval_interval``.
@@ -282,7 +286,8 @@ def make_runner(cfg: SACConfig, env: Any, env_params: Any, *,
         eval_steps = jnp.arange(1, num_evals + 1, dtype=jnp.int32) * cfg.eval_interval
         return SACTrainOutput(runner, metrics, stacked["eval_return"], eval_steps)
 
-    return Runner(init=init, run_chunk=run_chunk, num_chunks=num_evals, finalize=finalize)
+    return Runner(init=init, run_chunk=with_seed_layout(run_chunk, seed_vmap),
+                  num_chunks=num_evals, finalize=finalize)
 
 
 def make_train(cfg: SACConfig, env: Any, env_params: Any, *, networks: SACNetworks | None = None,
@@ -324,7 +329,9 @@ def make_train(cfg: SACConfig, env: Any, env_params: Any, *, networks: SACNetwor
       >>> out.eval_returns.shape   # (8, 10)
     """
     resolve_seed_vmap(seed_vmap, backend="cpu")  # an unknown name fails before any tracing
-    runner = make_runner(cfg, env, env_params, networks=networks, eval_max_steps=eval_max_steps)
+    # the seed layout is decided once, for the whole run: chunks without a rule of their own
+    runner = make_runner(cfg, env, env_params, networks=networks, eval_max_steps=eval_max_steps,
+                         seed_vmap="vectorize")
 
     def train(key: jax.Array, hparams: SACHParams) -> SACTrainOutput:
         return scan_chunks(runner, key, hparams)

@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from _jaxpr_tools import dot_batch_sizes
+from _jaxpr_tools import dot_batch_sizes, primitive_names
 from flax import struct
 from gymnax.environments import environment, spaces
 
@@ -183,6 +183,16 @@ def test_seed_vmap_layouts_of_the_sac_program():
     assert make_train(cfg, env, params).seed_vmap == "auto"
     with pytest.raises(ValueError, match="seed_vmap"):
         make_train(cfg, env, params, seed_vmap="per_seed")
+    # the runner's chunks (loop.run vmaps them, chunk index unbatched): the same layouts, and
+    # the unbatched chunk index keeps the warm-up switch a real cond in the loop
+    for mode in ("loop", "vectorize"):
+        runner = make_runner(cfg, env, params, seed_vmap=mode)
+        carry = jax.vmap(runner.init, in_axes=(0, None))(keys, hp)
+        jaxpr = jax.make_jaxpr(jax.vmap(runner.run_chunk, in_axes=(0, None, None)))(
+            carry, hp, jnp.int32(0)).jaxpr
+        chunk_sizes = dot_batch_sizes(jaxpr)
+        assert any(5 in b for b in chunk_sizes) == (mode == "vectorize"), (mode, chunk_sizes)
+        assert "cond" in primitive_names(jaxpr), mode
 
 
 def test_make_train_validation():
