@@ -406,14 +406,28 @@ def curve_figure(agg: dict, pairs: Sequence[tuple[tuple, tuple]], path: str) -> 
     return path
 
 
+def _runner_common():
+    """``benchmarks/peers/_runner_common.py`` (standard library and NumPy only), whose
+    :func:`jaxstab_name` names the rows jaxstab's runners report."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_bench_peers_runner_common",
+                                                  os.path.join(RUNNERS, "_runner_common.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+_RC = _runner_common()
+
 #: library name of jaxstab's SAC runs built with ``seed_vmap="vectorize"`` (the name
 #: ``benchmarks/peers/jaxstab_sac.py --vectorize 1`` reports).
-VECTORIZED_NAME = "jaxstab, vectorized"
+VECTORIZED_NAME = _RC.VECTORIZED_NAME
 
 
 def grouped_name(seeds_per_batch: int) -> str:
     """Library name of jaxstab's runs with ``--seeds-per-batch`` (its runners report it)."""
-    return f"jaxstab, groups of {seeds_per_batch}"
+    return _RC.jaxstab_name(seeds_per_batch, 0)
 
 
 def plan(suite: str, quick: bool, repeats: int, *, repeats_n: int = 1,

@@ -152,11 +152,11 @@ def total_flops(mms: Sequence[MatMul]) -> int:
     return int(sum(m.flops for m in mms))
 
 
-def _sub_jaxprs(value: Any):
+def sub_jaxprs(value: Any):
     """Jaxprs held in an equation parameter (a jaxpr, closed jaxpr or a tuple of them)."""
     if isinstance(value, (list, tuple)):
         for v in value:
-            yield from _sub_jaxprs(v)
+            yield from sub_jaxprs(v)
     elif hasattr(value, "eqns"):
         yield value
     elif hasattr(value, "jaxpr") and hasattr(value.jaxpr, "eqns"):
@@ -207,7 +207,7 @@ def dot_flops(jaxpr: Any, inside_while: bool = False) -> tuple[int, int]:
             continue
         mult = int(eqn.params["length"]) if name == "scan" else 1
         for key, value in eqn.params.items():
-            for sub in _sub_jaxprs(value):
+            for sub in sub_jaxprs(value):
                 f, w = dot_flops(sub, inside_while or (name == "while" and key == "body_jaxpr"))
                 total += mult * f
                 in_while += w

@@ -1,14 +1,19 @@
-"""Test helper: walk a jaxpr and its sub-jaxprs (scan, while, cond, custom rules, pjit)."""
+"""Test helper: facts about a jaxpr and its sub-jaxprs (scan, while, cond, custom rules, pjit).
+
+Sub-jaxprs are found with ``benchmarks/bench_roofline.py``'s :func:`sub_jaxprs` (the walker its
+FLOP count uses).
+"""
 
 from __future__ import annotations
 
+from _bench_loader import load_benchmark
 
-def _subjaxprs(eqn):
+_sub_jaxprs = load_benchmark("bench_roofline").sub_jaxprs
+
+
+def _nested(eqn):
     for value in eqn.params.values():
-        for sub in (value if isinstance(value, (tuple, list)) else (value,)):
-            inner = getattr(sub, "jaxpr", sub)  # a ClosedJaxpr holds its Jaxpr
-            if hasattr(inner, "eqns"):
-                yield inner
+        yield from _sub_jaxprs(value)
 
 
 def primitive_names(jaxpr) -> set[str]:
@@ -16,7 +21,7 @@ def primitive_names(jaxpr) -> set[str]:
     out = set()
     for eqn in jaxpr.eqns:
         out.add(eqn.primitive.name)
-        for inner in _subjaxprs(eqn):
+        for inner in _nested(eqn):
             out |= primitive_names(inner)
     return out
 
@@ -30,6 +35,6 @@ def dot_batch_sizes(jaxpr) -> set[tuple[int, ...]]:
         if eqn.primitive.name == "dot_general":
             _, (lhs_batch, _) = eqn.params["dimension_numbers"]
             out.add(tuple(int(eqn.invars[0].aval.shape[d]) for d in lhs_batch))
-        for inner in _subjaxprs(eqn):
+        for inner in _nested(eqn):
             out |= dot_batch_sizes(inner)
     return out

@@ -50,8 +50,7 @@ import numpy as np
 from jaxstab.agents.sac.networks import SACNetworks
 from jaxstab.agents.sac.sac import SACConfig, SACHParams, SACState, make_sac, make_sac_acting
 from jaxstab.replay import ReplayBufferState, Transition, replay_add, replay_init, replay_sample
-from jaxstab.training.loop import (Runner, resolve_seed_vmap, scan_chunks,
-                                   with_seed_layout)
+from jaxstab.training.loop import Runner, scan_chunks, with_seed_layout
 
 
 class SACRunnerState(NamedTuple):
@@ -328,7 +327,6 @@ def make_train(cfg: SACConfig, env: Any, env_params: Any, *, networks: SACNetwor
       ...     jax.random.split(jax.random.key(0), 8), hps)
       >>> out.eval_returns.shape   # (8, 10)
     """
-    resolve_seed_vmap(seed_vmap, backend="cpu")  # an unknown name fails before any tracing
     # the seed layout is decided once, for the whole run: chunks without a rule of their own
     runner = make_runner(cfg, env, env_params, networks=networks, eval_max_steps=eval_max_steps,
                          seed_vmap="vectorize")
