@@ -312,7 +312,7 @@ def test_with_seed_layout_loop_and_vectorize(monkeypatch):
     assert loop.resolve_seed_vmap("auto", backend="cpu") == "loop"
     assert loop.resolve_seed_vmap("auto", backend="gpu") == "vectorize"
     fn = loop.with_seed_layout(_mlp_seed_fn, "loop")
-    # an argument shared by every seed (in_axes None) is broadcast inside the rule
+    # an argument shared by every seed (in_axes None) stays unbatched inside the rule
     shared = jax.jit(jax.vmap(fn, in_axes=(0, None, 0)))(params, x[0], scale)
     ref_shared = jax.vmap(_mlp_seed_fn, in_axes=(0, None, 0))(params, x[0], scale)
     np.testing.assert_allclose(np.asarray(shared["y"]), np.asarray(ref_shared["y"]), rtol=1e-5,
